@@ -1,0 +1,2 @@
+"""maskaq-plugin."""
+from .version import __version__  # noqa: F401
