@@ -19,7 +19,8 @@ REQ_HASH="$(cat "$ROOT/requirements/runtime.txt" "$ROOT/requirements/tests.txt" 
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
 
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$REQ_HASH" ]] && "$PY" -c 'import maskaq_plugin, mmcv.ops, nncf, mmdet, mmseg' 2>/dev/null; then
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$REQ_HASH" ]] && "$PY" -c 'import maskaq_plugin, mmcv.ops, nncf, mmdet, mmseg' 2>/dev/null \
+   && ls /usr/share/doc/opencv-doc/examples/data/digits.png* >/dev/null 2>&1; then
   log "environment $VENV is up to date; nothing to install"
   exit 0
 fi
@@ -56,6 +57,16 @@ fi
 
 log "4/6 OpenMMLab, NNCF, OpenVINO and the rest (requirements/runtime.txt, tests.txt)"
 "${PIP[@]}" -r "$ROOT/requirements/runtime.txt" -r "$ROOT/requirements/tests.txt"
+
+log "   system data: OpenCV's handwritten digits (Debian opencv-doc) for the demo, tests and benchmarks"
+if ! ls /usr/share/doc/opencv-doc/examples/data/digits.png* >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    (apt-get install -y -q opencv-doc >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q opencv-doc >/dev/null; }) \
+      || log "   WARNING: apt-get install opencv-doc failed; the demo and digit tests need it"
+  else
+    log "   WARNING: digits.png missing: run 'sudo apt-get install opencv-doc' (demo and digit tests need it)"
+  fi
+fi
 
 log "5/6 this package (editable)"
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"

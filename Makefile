@@ -1,0 +1,22 @@
+# Two commands on a fresh machine (each installs what it needs into .venv, idempotently):
+#   make demo    # the embedded demo: MaskAQ quantization of a tiny Swin detector and segmentor
+#   make test    # the test suite
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: env demo test benchmark clean
+
+env:
+	bash tools/setup_env.sh
+
+demo: env
+	PYTHONUNBUFFERED=1 $(PY) tools/demo.py
+
+test: env
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+benchmark: env
+	PYTHONUNBUFFERED=1 $(PY) tools/benchmark.py
+
+clean:
+	rm -rf work_dirs .pytest_cache
