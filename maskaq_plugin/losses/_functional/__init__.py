@@ -1,0 +1,1 @@
+"""Implementation of :mod:`maskaq_plugin.losses.functional` (import from there)."""
