@@ -29,37 +29,40 @@ def register_attention_adapter(cls: Type[nn.Module], forward: Callable,
     """Register ``forward(self, *args, **kwargs)`` as the explicit forward of ``cls``.
 
     The adapter must return what the original forward returns and call
-    ``emit(self, scores, context)`` once per call, with no extra torch op.
+    ``emit(self, scores, context)`` once per call, with no extra torch op (window
+    attention also passes ``num_windows``, see :func:`~.recorder.emit`).
     """
     _ADAPTERS[cls] = (label or f'{cls.__module__}.{cls.__qualname__}', forward)
 
 
 def supported_attention_classes() -> List[str]:
     """Fully qualified names of the attention classes that have an adapter."""
+    from . import adapters  # noqa: F401  (registers the built-in adapters)
     return sorted(label for label, _ in _ADAPTERS.values())
 
 
-def _prefix_tokens(model: nn.Module, name: str) -> int:
-    """Number of prefix (class/distillation/register) tokens seen by attention ``name``.
+def _prefix_tokens(model: nn.Module, name: str) -> Tuple[int, bool]:
+    """Prefix tokens seen by attention ``name``: ``(count, token 0 is a class token)``.
 
     Read from the nearest ancestor that defines ``num_prefix_tokens`` (timm),
-    ``num_extra_tokens`` (mmpretrain) or a ``cls_token`` parameter (mmseg ViT).
+    ``num_extra_tokens`` (mmpretrain) or a ``cls_token`` parameter (mmseg ViT). A class
+    token, when there is one, comes first; an ancestor whose ``cls_token`` is None (timm
+    ``class_token=False``) has register tokens only.
     """
     parts = name.split('.')
     for depth in range(len(parts) - 1, -1, -1):
         anc = model.get_submodule('.'.join(parts[:depth])) if depth else model
         for attr in ('num_prefix_tokens', 'num_extra_tokens'):
-            if isinstance(getattr(anc, attr, None), int):
-                return getattr(anc, attr)
+            num = getattr(anc, attr, None)
+            if isinstance(num, int):
+                return num, num > 0 and getattr(anc, 'cls_token', True) is not None
         if isinstance(getattr(anc, 'cls_token', None), nn.Parameter):
-            return 1
-    return 0
+            return 1, True
+    return 0, False
 
 
-def _attention_like(model: nn.Module) -> List[str]:
-    names = {type(m).__name__ for m in model.modules()
-             if any(w in type(m).__name__.lower() for w in _ATTENTION_WORDS)}
-    return sorted(names)
+def _attention_like(module: nn.Module) -> bool:
+    return any(w in type(module).__name__.lower() for w in _ATTENTION_WORDS)
 
 
 def make_attention_explicit(model: nn.Module, strict: bool = True) -> List[str]:
@@ -82,23 +85,15 @@ def make_attention_explicit(model: nn.Module, strict: bool = True) -> List[str]:
             some attention-like classes have no adapter.
     """
     from . import adapters  # noqa: F401  (registers the built-in adapters)
-    patched, unsupported = [], set()
-    for name, module in model.named_modules():
-        entry = _ADAPTERS.get(type(module))
-        if entry is None:
-            continue
-        if not getattr(module, '_maskaq_explicit', False):
-            module.forward = types.MethodType(entry[1], module)
-            module._maskaq_explicit = True
-            module._maskaq_prefix_tokens = _prefix_tokens(model, name)
-            if hasattr(module, 'fused_attn'):
-                module.fused_attn = False
-        patched.append(name)
-    covered = {type(model.get_submodule(n)).__name__ for n in patched}
-    # Wrappers around a supported module (mmcv MultiheadAttention, ShiftWindowMSA) are fine.
-    wrappers = {type(m).__name__ for n, m in model.named_modules()
-                if any(p.startswith(n + '.') for p in patched) or n == ''}
-    unsupported = [c for c in _attention_like(model) if c not in covered | wrappers]
+    targets = [(n, m) for n, m in model.named_modules() if type(m) in _ADAPTERS]
+    patched = [n for n, _ in targets]
+
+    def wraps(name):  # e.g. mmcv MultiheadAttention, ShiftWindowMSA around a target
+        return any(p.startswith(name + '.') if name else True for p in patched)
+
+    unsupported = sorted({type(m).__name__ for n, m in model.named_modules()
+                          if _attention_like(m) and type(m) not in _ADAPTERS
+                          and not wraps(n)})
     if not patched:
         raise UnsupportedAttentionError(
             f'{type(model).__name__} has no supported attention module (attention-like '
@@ -110,4 +105,12 @@ def make_attention_explicit(model: nn.Module, strict: bool = True) -> List[str]:
             f'{type(model).__name__}: attention classes {unsupported} have no adapter '
             f'(supported: {", ".join(supported_attention_classes())}); they would stay '
             'fused and unrecorded. Register an adapter, or pass strict=False to skip them.')
+    for name, module in targets:
+        if getattr(module, '_maskaq_explicit', False):
+            continue
+        module.forward = types.MethodType(_ADAPTERS[type(module)][1], module)
+        module._maskaq_explicit = True
+        module._maskaq_prefix_tokens, module._maskaq_cls_token = _prefix_tokens(model, name)
+        if hasattr(module, 'fused_attn'):
+            module.fused_attn = False
     return patched

@@ -6,7 +6,8 @@ active and owns the calling module keeps references to them. ``emit`` runs no to
 operation, so recording never changes what NNCF traces inside a quantized scope (DESIGN.md:
 an extra op there shifts NNCF's per-scope operation counters and moves quantizers).
 """
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 import torch
@@ -21,7 +22,7 @@ class AttentionRecord:
     """One attention layer's tensors from one forward pass.
 
     ``scores`` and ``context`` keep the class token (when the model has one) as token 0
-    and drop any further prefix tokens (distillation / register tokens), so every loss
+    and drop every other prefix token (distillation / register tokens), so every loss
     sees ``[cls] + patches`` or ``patches`` only.
 
     Attributes:
@@ -31,18 +32,23 @@ class AttentionRecord:
             attention (PVT, SegFormer), whose keys are pooled tokens.
         context (Tensor): ``(B', H, N, d)`` per-head context A·V.
         has_cls_token (bool): Token 0 of the queries (and keys) is a class token.
+        num_windows (int): Windows per image; 1 for global attention.
     """
 
     name: str
     scores: torch.Tensor
     context: torch.Tensor
     has_cls_token: bool
+    num_windows: int = 1
 
     @property
     def group(self) -> tuple:
-        """Key shared by equally shaped layers: ``(B', N, Nk)``."""
-        b, _, n, nk = self.scores.shape
-        return (b, n, nk)
+        """Key shared by layers whose tensors stack: ``(B', H, N, Nk, d)``.
+
+        Heads are part of the key: Swin stages padded to one window can share
+        ``(B', N, Nk)`` and still differ in ``H``.
+        """
+        return (*self.scores.shape, self.context.shape[-1])
 
 
 @dataclass
@@ -51,13 +57,17 @@ class _Raw:
     scores: torch.Tensor
     context: torch.Tensor
     num_prefix_tokens: int
+    has_cls_token: bool
+    num_windows: Optional[int]  # None: global; 0: windowed, count unknown
+    batch: Optional[int]  # leading dim of the recorded model's input, when it was called
 
 
-def _drop_extra_prefix(t: torch.Tensor, num_prefix: int, dims) -> torch.Tensor:
-    """Keep token 0 (class token) and the patch tokens; drop prefix tokens 1..num_prefix-1."""
+def _drop_prefix(t: torch.Tensor, num_prefix: int, keep_cls: bool, dims) -> torch.Tensor:
+    """Keep the class token (token 0, if ``keep_cls``) and the patch tokens."""
     for dim in dims:
-        keep = torch.cat([torch.zeros(1, dtype=torch.long),
-                          torch.arange(num_prefix, t.shape[dim])]).to(t.device)
+        keep = torch.arange(num_prefix, t.shape[dim], device=t.device)
+        if keep_cls:
+            keep = torch.cat([keep.new_zeros(1), keep])
         t = t.index_select(dim, keep)
     return t
 
@@ -94,17 +104,28 @@ class AttentionRecorder:
                 'maskaq_plugin.attention.make_attention_explicit(model) first (before '
                 'quantizing it).')
         self.detach = detach
+        self._model = model
         self._raw: List[_Raw] = []
         self._records: Optional[List[AttentionRecord]] = None
+        self._batch: Optional[int] = None
+        self._hook = None
 
     def __enter__(self) -> 'AttentionRecorder':
-        self._raw.clear()
-        self._records = None
+        self.clear()
+        self._batch = None
+        # Batch size of each call of the recorded model: B' // B windows per image.
+        self._hook = self._model.register_forward_pre_hook(self._note_batch,
+                                                           with_kwargs=True)
         _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
         _ACTIVE.remove(self)
+        self._hook.remove()
+
+    def _note_batch(self, module, args, kwargs) -> None:
+        x = next((a for a in (*args, *kwargs.values()) if torch.is_tensor(a)), None)
+        self._batch = None if x is None else x.shape[0]
 
     @property
     def records(self) -> List[AttentionRecord]:
@@ -117,10 +138,26 @@ class AttentionRecorder:
         s, o = raw.scores, raw.context
         if self.detach:
             s, o = s.detach(), o.detach()
-        if raw.num_prefix_tokens > 1:
-            s = _drop_extra_prefix(s, raw.num_prefix_tokens, (2, 3))
-            o = _drop_extra_prefix(o, raw.num_prefix_tokens, (2,))
-        return AttentionRecord(raw.name, s, o, raw.num_prefix_tokens > 0)
+        if raw.num_prefix_tokens > int(raw.has_cls_token):
+            s = _drop_prefix(s, raw.num_prefix_tokens, raw.has_cls_token, (2, 3))
+            o = _drop_prefix(o, raw.num_prefix_tokens, raw.has_cls_token, (2,))
+        return AttentionRecord(raw.name, s, o, raw.has_cls_token, self._num_windows(raw))
+
+    def _num_windows(self, raw: _Raw) -> int:
+        """Windows per image: from the shift mask, else ``B' // B``."""
+        if raw.num_windows is None:
+            return 1
+        if raw.num_windows > 0:
+            return raw.num_windows
+        # Unshifted window block: B from the model's input, or from a shifted sibling.
+        batch = raw.batch or next(
+            (r.scores.shape[0] // r.num_windows for r in self._raw if r.num_windows), None)
+        if not batch:
+            warnings.warn(f'AttentionRecorder: cannot tell the windows per image of '
+                          f'`{raw.name}` (the recorded model itself was not called); '
+                          'num_windows is set to 1.')
+            return 1
+        return raw.scores.shape[0] // batch
 
     def clear(self) -> None:
         """Forget what was recorded (to reuse the recorder for another forward)."""
@@ -128,16 +165,23 @@ class AttentionRecorder:
         self._records = None
 
 
-def emit(module: nn.Module, scores: torch.Tensor, context: torch.Tensor) -> None:
+def emit(module: nn.Module, scores: torch.Tensor, context: torch.Tensor,
+         num_windows: Optional[int] = None) -> None:
     """Hand ``scores`` (B', H, N, Nk) and ``context`` (B', H, N, d) to the active recorders.
 
     Called from inside explicit attention forwards; runs no torch operation.
+
+    Args:
+        num_windows (int, optional): None for global attention; for window attention
+            the windows per image when known (the shift mask's first dim), else 0.
     """
     for rec in _ACTIVE:
         name = rec._names.get(id(module))
         if name is not None:
             rec._raw.append(_Raw(name, scores, context,
-                                 getattr(module, '_maskaq_prefix_tokens', 0)))
+                                 getattr(module, '_maskaq_prefix_tokens', 0),
+                                 getattr(module, '_maskaq_cls_token', False),
+                                 num_windows, rec._batch))
 
 
 def group_records(records: List[AttentionRecord]) -> List[List[AttentionRecord]]:

@@ -22,7 +22,7 @@ def window_msa_forward(self, x, mask=None):
         attn = attn.view(-1, self.num_heads, N, N)
     attn = self.attn_drop(self.softmax(attn))
     context = attn @ v  # (B_, H, N, d)
-    emit(self, scores, context)
+    emit(self, scores, context, num_windows=0 if mask is None else mask.shape[0])
     x = self.proj(context.transpose(1, 2).reshape(B_, N, C))
     return self.proj_drop(x)
 

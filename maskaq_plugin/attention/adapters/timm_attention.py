@@ -43,7 +43,7 @@ def timm_window_attention_forward(self, x, mask=None):
         attn = attn.view(-1, self.num_heads, N, N)
     attn = self.attn_drop(self.softmax(attn))
     context = attn @ v  # (B_, H, N, d)
-    emit(self, scores, context)
+    emit(self, scores, context, num_windows=0 if mask is None else mask.shape[0])
     x = context.transpose(1, 2).reshape(B_, N, -1)
     return self.proj_drop(self.proj(x))
 

@@ -62,7 +62,8 @@ def torch_mha_forward(self, query, key, value, key_padding_mask=None, need_weigh
         out = out.transpose(0, 1)
     if not need_weights:
         return out, None
-    return out, attn.mean(dim=1) if average_attn_weights else attn
+    # Like torch, the returned weights are those applied to v (after dropout).
+    return out, attn_used.mean(dim=1) if average_attn_weights else attn_used
 
 
 register_attention_adapter(nn.MultiheadAttention, torch_mha_forward)
