@@ -1,0 +1,158 @@
+"""Build the fake-quantized student Q from the full-precision model F with NNCF.
+
+``quantize_model`` returns an NNCF-wrapped *copy* of F (the module tree is intact, so
+forward hooks and attention taps keep working) with NNCF's trainable fake quantizers
+inserted as pre-hooks at the places :mod:`.placement` computes. Only quantizers are
+added: no SmoothQuant, no bias correction, no weight change, so Q with its quantizers
+disabled computes exactly what F computes.
+
+Why not ``nncf.quantize``: its placement is not the paper's (see :mod:`.placement`), its
+default hardware config refuses 4-bit, and its SmoothQuant/bias correction change the
+weights. NNCF's quantizer modules, hook storage, ``get_config``/``load_from_config``,
+export and QAT gradients are used unchanged.
+"""
+import copy
+from typing import Any, Iterable, List, Optional, Union
+
+import torch
+from nncf.common.quantization.structs import QuantizationScheme
+from nncf.torch.function_hook import register_pre_function_hook, wrap_model
+from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
+from nncf.torch.quantization.layers import (AsymmetricQuantizer, PTQuantizerSpec,
+                                            SymmetricQuantizer)
+from torch import nn
+
+from .calibrate import DEFAULT_SUBSET_SIZE, calibrate_ranges_
+from .extension import ensure_cpu_extension
+from .inspect import wrapped_submodules
+from .placement import WEIGHT, QuantPoint, find_hidden_attention, plan_quantizers
+from .scheme import QuantScheme
+
+SCHEME_ATTR = 'maskaq_scheme'
+
+
+class QuantizationTraceError(RuntimeError):
+    """NNCF could not trace the model, or would not see what the scheme quantizes."""
+
+
+def make_quantizer(point: QuantPoint, scheme: QuantScheme) -> nn.Module:
+    """NNCF quantizer module for ``point`` (its ranges are set by calibration)."""
+    if point.kind == WEIGHT:
+        # is_quantized_on_export: weights are exported already on the grid, so a QDQ or
+        # FakeQuantize node downstream is exact whatever its clamping convention.
+        spec = PTQuantizerSpec(num_bits=scheme.w_bits, mode=QuantizationScheme.SYMMETRIC,
+                               signedness_to_force=True, narrow_range=True,
+                               half_range=False, scale_shape=point.scale_shape,
+                               logarithm_scale=False, is_quantized_on_export=True)
+        return SymmetricQuantizer(spec)
+    symmetric = scheme.activation_mode == 'symmetric'
+    spec = PTQuantizerSpec(
+        num_bits=scheme.a_bits,
+        mode=QuantizationScheme.SYMMETRIC if symmetric else QuantizationScheme.ASYMMETRIC,
+        signedness_to_force=None, narrow_range=False, half_range=False,
+        scale_shape=point.scale_shape, logarithm_scale=False, is_quantized_on_export=False)
+    return SymmetricQuantizer(spec) if symmetric else AsymmetricQuantizer(spec)
+
+
+class _ModuleStack:
+    """Tracks the innermost running module, to name it when tracing fails."""
+
+    def __init__(self, model: nn.Module):
+        self.stack: List[str] = []
+        self.handles = []
+        for name, module in model.named_modules():
+            self.handles.append(module.register_forward_pre_hook(
+                lambda m, a, name=name: self.stack.append(name)))
+            self.handles.append(module.register_forward_hook(self._pop))
+
+    def _pop(self, module, args, output):
+        if self.stack:
+            self.stack.pop()
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def trace_graph(qmodel: nn.Module, example_input: Any):
+    """NNCF graph of a wrapped model; on failure, name the module that failed and the fix.
+
+    Raises:
+        QuantizationTraceError: The forward failed while NNCF traced it.
+    """
+    tracker = _ModuleStack(qmodel)
+    try:
+        was_training = qmodel.training
+        qmodel.eval()
+        try:
+            return build_nncf_graph(qmodel, example_input)
+        finally:
+            qmodel.train(was_training)
+    except Exception as err:
+        path = tracker.stack[-1] if tracker.stack else ''
+        cls = type(qmodel.get_submodule(path)).__name__ if path else type(qmodel).__name__
+        raise QuantizationTraceError(
+            f'NNCF could not trace {type(qmodel).__name__}: it failed inside module '
+            f'{path or "<root>"!r} ({cls}) with {type(err).__name__}: {err}. Check that '
+            'the model runs eagerly on example_input (same type, shape and device as in '
+            'training), and that the module has no torch.jit/compiled or non-torch code; '
+            'quantize only the backbone if another part cannot be traced.') from err
+    finally:
+        tracker.remove()
+
+
+def quantize_model(model: nn.Module, scheme: QuantScheme, example_input: Any, *,
+                   calib_inputs: Optional[Union[torch.Tensor, Iterable]] = None,
+                   subset_size: int = DEFAULT_SUBSET_SIZE) -> nn.Module:
+    """Return a fake-quantized copy of ``model`` (NNCF hooks; module tree intact).
+
+    Call :func:`maskaq_plugin.attention.make_attention_explicit` on ``model`` first so
+    that NNCF sees both attention matmuls. ``model`` itself is not modified.
+
+    Args:
+        model (nn.Module): Full-precision model or backbone F.
+        scheme (QuantScheme): Bit-widths and placement options.
+        example_input: One input of ``model`` (a tensor, a tuple of positional
+            arguments or a dict of keyword arguments), used to trace it.
+        calib_inputs: A batch, or an iterable of batches, to set the initial quantizer
+            ranges (:func:`calibrate_ranges_`). Defaults to ``example_input`` (a
+            placeholder when no data exists yet: recalibrate on real or synthetic
+            images before training).
+        subset_size (int): At most this many samples are used for calibration.
+            Defaults to 256.
+
+    Returns:
+        nn.Module: The quantized copy Q; ``Q.maskaq_scheme`` holds ``scheme``.
+
+    Raises:
+        QuantizationTraceError: NNCF cannot trace the model, or an attention module's
+            matmuls are hidden (fused), naming the module and the fix.
+    """
+    if not isinstance(scheme, QuantScheme):
+        raise TypeError(f'scheme must be a QuantScheme, got {type(scheme).__name__}')
+    if wrapped_submodules(model):
+        raise ValueError(f'{type(model).__name__} is already NNCF-wrapped (quantized); pass '
+                         'the full-precision model')
+    ensure_cpu_extension()
+    qmodel = wrap_model(copy.deepcopy(model))
+    graph = trace_graph(qmodel, example_input)
+    if scheme.quantize_attention_matmuls:
+        hidden = find_hidden_attention(qmodel, graph)
+        if hidden:
+            names = ', '.join(f'{p or "<root>"} ({c})' for p, c in hidden)
+            raise QuantizationTraceError(
+                f'NNCF cannot see the attention matmuls of {names}: they run a fused '
+                'kernel (F.scaled_dot_product_attention or nn.MultiheadAttention\'s fast '
+                'path) or fewer than two explicit matmuls. Call '
+                'maskaq_plugin.attention.make_attention_explicit(model) before '
+                'quantize_model (timm: or set fused_attn=False on each attention), or '
+                'pass QuantScheme(quantize_attention_matmuls=False).')
+    param = next(qmodel.parameters(), None)
+    device = param.device if param is not None else torch.device('cpu')
+    for point in plan_quantizers(graph, scheme):
+        quantizer = make_quantizer(point, scheme).to(device)
+        register_pre_function_hook(qmodel, point.op, point.port, quantizer)
+    setattr(qmodel, SCHEME_ATTR, scheme)
+    calibrate_ranges_(qmodel, example_input if calib_inputs is None else calib_inputs,
+                      subset_size=subset_size)
+    return qmodel

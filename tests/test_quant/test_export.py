@@ -1,0 +1,159 @@
+"""Strip, ONNX and OpenVINO exports: they load, run and match the torch fake-quant model.
+
+Tolerances are relative L2 errors ``‖out − ref‖ / ‖ref‖`` measured on these tiny random
+models (3 seeds; ViT and Swin): at W8A8 NNCF's exported FakeQuantize/QDQ round exact ties
+differently from its training kernel, and a few 1-LSB flips propagate: ≤ 1.0e-2 measured,
+3e-2 allowed. Below 8 bits ties are rarer and OpenVINO (with OPENVINO_CPU_CONFIG) matches
+to ≤ 4e-7 measured, 1e-5 allowed. OpenVINO's CPU defaults gave 0.07-0.9 at W4A4/W3A3.
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+import openvino as ov
+import pytest
+import torch
+from quant_models import TinyMHA, images, tiny_vit
+from torch import nn
+
+import maskaq_plugin.quant.export as export_module
+from maskaq_plugin.attention import make_attention_explicit
+from maskaq_plugin.quant import (ExportMismatchError, QuantScheme, export_onnx,
+                                 export_openvino, quantize_model, quantizer_info,
+                                 strip_quantized)
+from maskaq_plugin.quant.export import compile_openvino, relative_error
+from maskaq_plugin.quant.inspect import iter_quantizers
+
+TOL_8BIT, TOL_LOW_BIT = 3e-2, 1e-5
+
+
+class FeaturesAndLogits(nn.Module):
+    """Tuple output, like an OpenMMLab backbone's multi-level features."""
+
+    def __init__(self, vit):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x):
+        tokens = self.vit.forward_features(x)
+        return tokens, self.vit.forward_head(tokens)
+
+
+def _torch(q, x):
+    with torch.no_grad():
+        out = q(x)
+    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
+def _ov(compiled, x):
+    result = compiled(x.numpy())
+    return [result[o] for o in compiled.outputs]
+
+
+@pytest.fixture(scope='module')
+def q_w4a4(vit, x):
+    return quantize_model(vit, QuantScheme(4, 4), x).eval()
+
+
+def test_strip_folds_weights_and_keeps_activation_fake_quant(q_w4a4, x):
+    stripped = strip_quantized(q_w4a4, x)
+    with torch.no_grad():
+        assert torch.equal(stripped(x), q_w4a4(x))
+    kinds = [i.kind for i in quantizer_info(stripped)]
+    assert kinds == ['activation'] * 17  # 10 weight quantizers folded, no torchao needed
+    w = stripped.blocks[0].attn.qkv.weight
+    assert max(row.unique().numel() for row in w) <= 15  # the weight holds its 4-bit grid
+    assert len(quantizer_info(q_w4a4)) == 27  # the original is untouched
+    assert 'torchao' not in sys.modules
+
+
+def test_strip_keeps_quantizers_of_computed_weights():
+    model, x = TinyMHA().eval(), images(2)
+    make_attention_explicit(model)
+    q = quantize_model(model, QuantScheme(4, 4), x)
+    stripped = strip_quantized(q, x)
+    left = {i.op for i in quantizer_info(stripped) if i.kind == 'weight'}
+    assert left == {'attn/linear/0', 'attn/linear/1', 'attn/linear/2'}  # in_proj chunks
+    with torch.no_grad():
+        assert torch.equal(stripped(x), q(x))
+
+
+def test_nncf_strip_needs_torchao(q_w4a4, x):
+    """Why strip_quantized does not call nncf.strip (DESIGN.md)."""
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        import nncf
+        with pytest.raises(ModuleNotFoundError, match='torchao'):
+            nncf.strip(q_w4a4, example_input=x)
+    else:
+        pytest.skip('torchao is installed')
+
+
+def test_onnx_w8a8_is_qdq_and_runs_in_onnxruntime(vit, x, tmp_path):
+    import onnxruntime as ort
+    q = quantize_model(vit, QuantScheme(8, 8), x).eval()
+    path = export_onnx(q, x, str(tmp_path / 'w8a8.onnx'))
+    graph = onnx.load(path)
+    assert graph.opset_import[0].version == 17  # TorchScript exporter (dynamo=False)
+    ops = {n.op_type for n in graph.graph.node}
+    assert {'QuantizeLinear', 'DequantizeLinear'} <= ops and 'FakeQuantize' not in ops
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert relative_error(out, _torch(q, x)) < TOL_8BIT
+
+
+def test_onnx_low_bit_is_fake_quantize_read_by_openvino(q_w4a4, x, tmp_path):
+    with pytest.raises(ValueError, match='8-bit only.*qdq=False'):
+        export_onnx(q_w4a4, x, str(tmp_path / 'bad.onnx'), qdq=True)
+    path = export_onnx(q_w4a4, x, str(tmp_path / 'w4a4.onnx'))
+    nodes = [n for n in onnx.load(path).graph.node if n.op_type == 'FakeQuantize']
+    assert len(nodes) == 27 and {n.domain for n in nodes} == {'org.openvinotoolkit'}
+    levels = sorted(a.i for n in nodes for a in n.attribute if a.name == 'levels')
+    assert levels == [15] * 10 + [16] * 17  # narrow-range weights, full-range activations
+    assert relative_error(_ov(compile_openvino(path), x), _torch(q_w4a4, x)) < TOL_LOW_BIT
+
+
+def test_openvino_w8a8_tuple_outputs(x, tmp_path):
+    model = FeaturesAndLogits(tiny_vit(seed=2)).eval()
+    q = quantize_model(model, QuantScheme(8, 8), x).eval()
+    xml = export_openvino(q, x, str(tmp_path / 'w8a8.xml'))
+    assert os.path.exists(xml) and os.path.exists(xml[:-4] + '.bin')
+    out = _ov(compile_openvino(xml), x)
+    assert [o.shape for o in out] == [(4, 17, 32), (4, 10)]
+    assert relative_error(out, _torch(q, x)) < TOL_8BIT
+
+
+def test_openvino_w4a4_matches_and_cpu_defaults_do_not(q_w4a4, x, tmp_path):
+    """DESIGN.md's unexplained W4A4 gap: OpenVINO's CPU defaults, not the export."""
+    xml = export_openvino(q_w4a4, x, str(tmp_path / 'w4a4.xml'))
+    ref = _torch(q_w4a4, x)
+    assert relative_error(_ov(compile_openvino(xml), x), ref) < TOL_LOW_BIT
+    core = ov.Core()
+    # Dynamic int8 re-quantization of FullyConnected inputs (group 32), even in f32:
+    dyn = core.compile_model(xml, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32',
+                                          'DYNAMIC_QUANTIZATION_GROUP_SIZE': 32})
+    assert relative_error(_ov(dyn, x), ref) > 5e-2
+    if 'BF16' in core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'):
+        bf16 = core.compile_model(xml, 'CPU', {'INFERENCE_PRECISION_HINT': 'bf16'})
+        assert relative_error(_ov(bf16, x), ref) > 5e-2
+
+
+def test_openvino_export_refuses_a_mismatch(q_w4a4, x, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, 'OPENVINO_CPU_CONFIG',
+                        {'INFERENCE_PRECISION_HINT': 'f32', 'DYNAMIC_QUANTIZATION_GROUP_SIZE': 32})
+    with pytest.raises(ExportMismatchError, match='relative L2 error'):
+        export_openvino(q_w4a4, x, str(tmp_path / 'bad.xml'))
+
+
+def test_export_leaves_the_model_in_training_mode(q_w4a4, x, tmp_path):
+    q_w4a4.train()
+    try:
+        export_onnx(q_w4a4, x, str(tmp_path / 'm.onnx'))
+        assert q_w4a4.training
+        modes = {q._export_mode.value for _, q in iter_quantizers(q_w4a4)}
+        assert modes == {'fake_quantize'}
+        np.testing.assert_equal(_torch(q_w4a4.eval(), x), _torch(q_w4a4, x))
+    finally:
+        q_w4a4.eval()
