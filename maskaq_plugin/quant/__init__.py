@@ -28,6 +28,7 @@ _LAZY = {
     'export_openvino': 'export',
     'ExportMismatchError': 'export',
     'ensure_cpu_extension': 'extension',
+    'frozen_quantizer_backward': 'frozen',
 }
 
 

@@ -1,0 +1,113 @@
+"""Shared pieces of the benchmarks: tiny models, interleaved timing, machine, doc sections."""
+import os
+import os.path as osp
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DOC = osp.join(ROOT, 'docs', 'benchmarks.md')
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, as timm's DeiT/Swin
+
+
+def tiny_deit(img_size: int = 64, num_classes: int = 100, explicit: bool = True, seed: int = 0,
+              **overrides):
+    """timm DeiT-like ViT (class token): patch 8, dim 96, depth 4, 3 heads; random init."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from maskaq_plugin.attention import make_attention_explicit
+    torch.manual_seed(seed)
+    cfg = dict(img_size=img_size, patch_size=8, embed_dim=96, depth=4, num_heads=3,
+               num_classes=num_classes)
+    model = VisionTransformer(**{**cfg, **overrides}).eval()
+    if explicit:
+        make_attention_explicit(model)
+    return model
+
+
+def tiny_swin(img_size: int = 64, num_classes: int = 100, explicit: bool = True, seed: int = 0,
+              window_size: int = 4):
+    """timm Swin: patch 4, dim 48, depths (2, 2, 2), heads (3, 6, 12); random init."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    from maskaq_plugin.attention import make_attention_explicit
+    torch.manual_seed(seed)
+    model = SwinTransformer(img_size=img_size, patch_size=4, window_size=window_size,
+                            embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12),
+                            num_classes=num_classes).eval()
+    if explicit:
+        make_attention_explicit(model)
+    return model
+
+
+def interleaved(variants: Dict[str, Callable[[], object]], repeats: int,
+                warmup: int = 1) -> Dict[str, List[float]]:
+    """Wall time (s) of each variant, ``repeats`` rounds; the order rotates every round.
+
+    Run side by side on a shared machine, the variants see the same background load
+    within a round, so per-round ratios and medians are comparable.
+    """
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            variants[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(times: Dict[str, List[float]], slow: str, fast: str) -> float:
+    """Median over rounds of ``time[slow] / time[fast]``."""
+    return statistics.median(a / b for a, b in zip(times[slow], times[fast]))
+
+
+def machine() -> dict:
+    """CPU, cores, threads and library versions, for the tables."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f
+                       if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    return dict(cpu=cpu, cores=os.cpu_count(), torch=torch.__version__,
+                torch_threads=torch.get_num_threads())
+
+
+def load() -> float:
+    """1-minute load average."""
+    return os.getloadavg()[0]
+
+
+def fmt_load(before: float, after: float) -> str:
+    return f'load average {before:.1f} before, {after:.1f} after'
+
+
+def write_section(title: str, body: str, doc: str = DOC) -> None:
+    """Replace the section ``## title`` of ``doc`` (up to the next ``## ``) or append it."""
+    heading = f'## {title}'
+    text = f'{heading}\n\n{body.strip()}\n'
+    content = open(doc).read() if osp.isfile(doc) else '# Benchmarks\n'
+    start = content.find(heading + '\n')
+    if start < 0:
+        content = content.rstrip('\n') + '\n\n' + text
+    else:
+        end = content.find('\n## ', start + len(heading))
+        content = content[:start] + text + (content[end:] if end >= 0 else '')
+    with open(doc, 'w') as f:
+        f.write(content.rstrip('\n') + '\n')
+
+
+def table(header: List[str], rows: List[List[object]]) -> str:
+    """A markdown table."""
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines)

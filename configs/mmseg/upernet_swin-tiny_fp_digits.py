@@ -1,0 +1,93 @@
+# Full-precision UperNet with a tiny Swin backbone, trained from scratch on the ADE20K-style
+# digit scenes (tools/make_digit_scenes.py): 11 classes, background + digits 0-9.
+# Trained and shipped by tools/train_fp_models.py: checkpoints/upernet_swin-tiny_digits.pth.
+#
+# mmseg's ADE20KDataset refuses class names outside ADE's 150 classes, so the data set is
+# BaseSegDataset with the ADE20K layout and suffixes (.png images) and reduce_zero_label=False.
+# Changing the data root: override train_dataloader.dataset.data_root and
+# val_dataloader.dataset.data_root (test_dataloader.dataset.data_root too).
+_base_ = [
+    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+]
+
+data_root = 'data/digit_scenes/'
+crop_size = (128, 128)
+max_iters = 2000
+norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN has no CPU kernel
+metainfo = dict(
+    classes=('background', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'),
+    palette=[[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+             [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230],
+             [210, 245, 60], [250, 190, 212]])
+
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    backbone=dict(
+        pretrain_img_size=crop_size[0],
+        embed_dims=32,
+        depths=(2, 2, 2, 2),
+        num_heads=(1, 2, 4, 8),
+        window_size=4,
+        mlp_ratio=2,
+        drop_path_rate=0.1,
+        init_cfg=None),
+    decode_head=dict(
+        in_channels=[32, 64, 128, 256],
+        channels=32,
+        num_classes=11,
+        norm_cfg=norm_cfg),
+    auxiliary_head=dict(
+        in_channels=128, channels=32, num_classes=11, norm_cfg=norm_cfg))
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+dataset_type = 'BaseSegDataset'
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        metainfo=metainfo,
+        img_suffix='.png',
+        seg_map_suffix='.png',
+        reduce_zero_label=False,
+        data_prefix=dict(
+            img_path='ade/images/training', seg_map_path='ade/annotations/training'),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        metainfo=metainfo,
+        img_suffix='.png',
+        seg_map_suffix='.png',
+        reduce_zero_label=False,
+        data_prefix=dict(
+            img_path='ade/images/validation',
+            seg_map_path='ade/annotations/validation'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.01))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='PolyLR', power=1.0, eta_min=1e-5, by_epoch=False, begin=100,
+         end=max_iters),
+]
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+default_hooks = dict(
+    logger=dict(interval=50),
+    checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+randomness = dict(seed=0)

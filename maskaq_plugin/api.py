@@ -1,0 +1,194 @@
+"""``quantize_data_free``: MaskAQ (and its baselines) for a plain PyTorch/timm classifier.
+
+Qian et al., "Selective Coupling of Decoupled Informative Regions: Masked Attention
+Alignment for Data-Free Quantization of Vision Transformers", ICML 2026. The two stages
+of METHOD.md run back to back on the model's device: synthesis (Stage 1,
+:class:`~maskaq_plugin.synthesis.Synthesizer`) and QAT (Stage 2, :mod:`maskaq_plugin.qat`),
+with the synthetic set refreshed against the current student every ``refresh_every``
+epochs (MaskAQ only).
+"""
+import copy
+import logging
+import numbers
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.logging import print_log
+from torch import nn
+
+from .attention import make_attention_explicit
+from .qat import RefreshSchedule, run_classification_qat
+from .synthesis import METHOD_TERMS, ClassificationPrior, Synthesizer
+
+DEFAULT_LR = 1e-3
+# Stage 2 loss per method (METHOD.md): KD + λ·L_mssim, masked (MaskAQ) or not (MimiQ).
+QAT_LOSS = {
+    'maskaq': dict(mssim_weight=10.0, w_high=2.0),
+    'mimiq': dict(mssim_weight=10.0, w_high=1.0),
+    'psaq': dict(mssim_weight=0.0),
+    'noise': dict(mssim_weight=0.0),
+}
+
+
+def _derived_seed(seed: int, *keys: int) -> int:
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+
+
+def _check_int(name: str, value, low: int, high: Optional[int] = None, fix: str = ''):
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and \
+        value >= low and (high is None or value <= high)
+    if not ok:
+        rng = f'in {low}..{high}' if high is not None else f'>= {low}'
+        raise ValueError(f'{name}={value!r} is invalid: pass an integer {rng}{fix}')
+
+
+def _validate(model, input_size, num_classes, mean, std, w_bits, a_bits, method,
+              num_samples, synthesis_iters, batch_size, epochs, refresh_every, lr, seed):
+    if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
+        raise TypeError(f'model must be an nn.Module with parameters, got '
+                        f'{type(model).__name__}')
+    _check_int('w_bits', w_bits, 2, 8, ' (e.g. 4 or 8)')
+    _check_int('a_bits', a_bits, 2, 8, ' (e.g. 4 or 8)')
+    if method not in METHOD_TERMS:
+        raise ValueError(f'method={method!r} is unknown: use one of {list(METHOD_TERMS)}')
+    if not (isinstance(input_size, Sequence) and len(input_size) == 3
+            and all(isinstance(v, numbers.Integral) and v > 0 for v in input_size)):
+        raise ValueError(f'input_size={input_size!r} is invalid: pass (C, H, W), e.g. '
+                         '(3, 224, 224)')
+    if len(mean) != input_size[0] or len(std) != input_size[0]:
+        raise ValueError(f'mean={tuple(mean)} and std={tuple(std)} must have C = '
+                         f'{input_size[0]} entries (input_size={tuple(input_size)})')
+    if any(s <= 0 for s in std):
+        raise ValueError(f'std={tuple(std)} must be positive')
+    _check_int('num_classes', num_classes, 2)
+    for name, value in (('num_samples', num_samples), ('synthesis_iters', synthesis_iters),
+                        ('batch_size', batch_size), ('epochs', epochs)):
+        _check_int(name, value, 1)
+    _check_int('seed', seed, 0)
+    if refresh_every is not None:
+        _check_int('refresh_every', refresh_every, 1, fix=' or None')
+        if method != 'maskaq':
+            raise ValueError(f"refresh_every={refresh_every} is only used by "
+                             f"method='maskaq' (got {method!r}); pass refresh_every=None")
+    if lr is not None and not (isinstance(lr, numbers.Real) and lr > 0):
+        raise ValueError(f'lr={lr!r} is invalid: pass a positive float or None '
+                         f'({DEFAULT_LR})')
+
+
+def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_classes: int,
+                       mean: Sequence[float], std: Sequence[float], w_bits: int,
+                       a_bits: int, method: str = 'maskaq', num_samples: int,
+                       synthesis_iters: int, batch_size: int, epochs: int,
+                       refresh_every: Optional[int] = None, lr: Optional[float] = None,
+                       seed: int = 0, progress: bool = True) -> nn.Module:
+    """Quantize a Vision-Transformer classifier without real data.
+
+    Steps: copy ``model`` and make its attention explicit (the teacher F); build the
+    fake-quantized student Q (:func:`maskaq_plugin.quant.quantize_model`); round 0
+    synthesizes ``num_samples`` images without Q (MaskAQ: ``L_head + L_sem + L_tv +
+    L_ent``; baselines: their own objective; ``'noise'``: plain noise), calibrates Q's
+    ranges on them and, for MaskAQ, replaces them by a full synthesis with Q in the loop
+    (``+ L_mad``); then ``epochs`` of QAT (SGD Nesterov 0.9, cosine to 1 % of ``lr``,
+    the METHOD.md augmentations) with ``T²·KL`` (T = 5) plus, for MaskAQ, 10·``L_mssim``
+    with masked weights, for MimiQ with uniform weights; PSAQ-ViT and noise use KD only.
+    MaskAQ regenerates the set with the current Q before every ``refresh_every``-th epoch.
+    Q trains with its modules in eval mode (no dropout / stochastic depth; see
+    :func:`~maskaq_plugin.qat.run_classification_qat`).
+
+    Runs on the device of ``model``'s parameters (CUDA when the model is there). The
+    input ``model`` is not modified.
+
+    Args:
+        model (nn.Module): Full-precision classifier in eval mode, e.g. a timm ViT, DeiT
+            or Swin (any model with an attention supported by
+            :func:`~maskaq_plugin.attention.make_attention_explicit`).
+        input_size (Sequence[int]): ``(C, H, W)`` of the model's input.
+        num_classes (int): Number of classes (logits).
+        mean (Sequence[float]): Per-channel normalisation mean (pixels in [0, 1]).
+        std (Sequence[float]): Per-channel normalisation std.
+        w_bits (int): Weight bit-width, 2..8.
+        a_bits (int): Activation bit-width, 2..8.
+        method (str): ``'maskaq'``, ``'mimiq'``, ``'psaq'`` or ``'noise'``.
+            Defaults to ``'maskaq'``.
+        num_samples (int): Synthetic images per round.
+        synthesis_iters (int): Optimisation steps per synthetic batch (paper: 2000).
+        batch_size (int): Batch size of synthesis and QAT (paper code: 16 for QAT).
+        epochs (int): QAT epochs over the synthetic set.
+        refresh_every (int, optional): Refresh period R in epochs (MaskAQ only; paper:
+            30 of 100). Defaults to None (no refresh).
+        lr (float, optional): QAT learning rate. Defaults to None (1e-3).
+        seed (int): Seed of synthesis, augmentation and shuffling. Defaults to 0.
+        progress (bool): Progress bars and per-epoch log lines. Defaults to True.
+
+    Returns:
+        nn.Module: The fake-quantized model (NNCF), in eval mode.
+
+    Examples:
+        >>> import torch
+        >>> from timm.models.vision_transformer import VisionTransformer
+        >>> from maskaq_plugin import quantize_data_free
+        >>> from maskaq_plugin.quant import quantizer_bits
+        >>> vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2,
+        ...                         num_heads=2, num_classes=10).eval()
+        >>> q = quantize_data_free(vit, input_size=(3, 32, 32), num_classes=10,
+        ...                        mean=(0.5,) * 3, std=(0.5,) * 3, w_bits=4, a_bits=8,
+        ...                        num_samples=4, synthesis_iters=2, batch_size=4,
+        ...                        epochs=1, progress=False)
+        >>> q.training, sorted(set(quantizer_bits(q).values()))
+        (False, [('activation', 8), ('weight', 4)])
+        >>> q(torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+    _validate(model, input_size, num_classes, mean, std, w_bits, a_bits, method,
+              num_samples, synthesis_iters, batch_size, epochs, refresh_every, lr, seed)
+    from .quant import QuantScheme, calibrate_ranges_, quantize_model  # imports NNCF
+
+    def log(msg: str) -> None:
+        print_log(f'[quantize_data_free:{method}] {msg}', logger='current',
+                  level=logging.INFO if progress else logging.DEBUG)
+
+    device = next(model.parameters()).device
+    # 1. a copy of F with explicit (recordable, quantizable) attention
+    teacher = copy.deepcopy(model).eval()
+    make_attention_explicit(teacher)
+    # 2. student Q: fake-quantized copy of it (keeps the model's requires_grad flags)
+    scheme = QuantScheme(w_bits, a_bits)
+    nncf_logger = logging.getLogger('nncf')
+    nncf_level = nncf_logger.level
+    if not progress:  # NNCF logs the first load of its CPU extension at INFO
+        nncf_logger.setLevel(logging.WARNING)
+    try:
+        student = quantize_model(teacher, scheme, torch.zeros(1, *input_size, device=device))
+    finally:
+        nncf_logger.setLevel(nncf_level)
+    teacher.requires_grad_(False)  # F stays frozen
+    # 3. round 0: bootstrap synthesis, calibration, (MaskAQ) synthesis with Q in the loop
+    common = dict(prior=ClassificationPrior(num_classes), input_size=input_size, mean=mean,
+                  std=std, method=method, iters=synthesis_iters, progress=progress)
+
+    def synthesize(round_idx: int, with_student: bool) -> torch.Tensor:
+        start = time.time()
+        syn = Synthesizer(teacher, student=student if with_student else None, **common)
+        res = syn.synthesize(num_samples, batch_size, seed=_derived_seed(seed, round_idx))
+        losses = ', '.join(f'{k}={v:.4g}' for k, v in res.losses.items())
+        log(f'synthesis round {round_idx} ({"with" if with_student else "without"} Q): '
+            f'{num_samples} images in {time.time() - start:.1f}s {losses}')
+        return res.images
+
+    images = synthesize(0, with_student=False)
+    calibrate_ranges_(student, [b.to(device) for b in images.split(batch_size)],
+                      subset_size=num_samples)
+    round_idx = 1
+    if method == 'maskaq':
+        images = synthesize(round_idx, with_student=True)
+        round_idx += 1
+    # 4. QAT on the synthetic set, refreshed (MaskAQ) every `refresh_every` epochs
+    rounds = iter(range(round_idx, 10**9))
+    run_classification_qat(
+        teacher, student, images, mean=mean, std=std, epochs=epochs, batch_size=batch_size,
+        lr=DEFAULT_LR if lr is None else lr, seed=seed, loss_kwargs=QAT_LOSS[method],
+        refresh=RefreshSchedule(refresh_every, epochs),
+        regenerate=lambda epoch: synthesize(next(rounds), with_student=True), log=log)
+    return student.eval()

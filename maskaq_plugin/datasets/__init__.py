@@ -1,0 +1,4 @@
+"""Datasets (registered in MMEngine's root ``DATASETS``)."""
+from .maskaq_synthetic_dataset import MaskAQSyntheticDataset
+
+__all__ = ['MaskAQSyntheticDataset']

@@ -1,0 +1,2 @@
+"""OpenMMLab engine pieces: hooks."""
+from . import hooks  # noqa: F401

@@ -1,0 +1,187 @@
+"""Deploy the result of a MaskAQ run: quantized checkpoint, ONNX and OpenVINO IR.
+
+After training (and in ``tools/export.py``) :func:`export_quantized` writes, under
+``out_dir``:
+
+- ``quantized_student.pth``: the student only (no teacher, optimizer or log history):
+  ``backbone`` = :func:`maskaq_plugin.quant.save_quantized` of the NNCF backbone (its
+  NNCF config as a JSON string + state), ``state_dict`` = the full-precision neck and
+  heads, ``meta`` = bits, input size, task. Plain types only: loads with
+  ``torch.load(weights_only=True)``; :func:`load_quantized_student` rebuilds the model.
+- ``backbone.onnx`` and ``backbone.xml``/``.bin``: the quantized backbone (ONNX: QDQ
+  pairs at 8 bits, OpenVINO ``FakeQuantize`` below; the IR is checked against the torch
+  student by :func:`maskaq_plugin.quant.export_openvino`).
+- ``model.onnx`` / ``model.xml``: the whole student (``mode='tensor'``: the raw head
+  outputs, no post-processing) where the host model exports; each format is tried on
+  its own and a failure is logged with its reason and skipped (the backbone files are
+  what MaskAQ changes; deploy such heads with mmdeploy). Measured: RetinaNet and
+  ViT classifiers export to both; UperNet with its usual pool scales (1, 2, 3, 6) to
+  OpenVINO only (ONNX cannot express adaptive pooling to a size that does not divide
+  the input); two-stage detectors (Mask R-CNN) to neither (their RoI stage needs image
+  metas).
+"""
+import copy
+import os
+import os.path as osp
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from mmengine.dist import barrier, is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+from torch import nn
+
+FORMATS = ('onnx', 'openvino')
+CHECKPOINT_NAME = 'quantized_student.pth'
+
+
+class _TensorForward(nn.Module):
+    """``host(x, mode='tensor')`` as a one-input module, for tracing."""
+
+    def __init__(self, host: nn.Module):
+        super().__init__()
+        self.host = host
+
+    def forward(self, x):
+        return self.host(x, None, mode='tensor')
+
+
+def _log(msg: str, level: int = 20) -> None:
+    print_log(msg, logger='current', level=level)
+
+
+def quantized_student_state(algo) -> dict:
+    """The stripped checkpoint of ``algo`` (a MaskAQAlgorithm): plain types only."""
+    from ...quant import save_quantized
+    student = algo.student
+    heads = {k: v.detach().cpu() for k, v in student.state_dict().items()
+             if not k.startswith('backbone.')}
+    return dict(
+        backbone=save_quantized(algo.student_backbone_quantized),
+        state_dict=heads,
+        meta=dict(w_bits=algo.scheme.w_bits, a_bits=algo.scheme.a_bits,
+                  input_size=list(algo.input_size), task=algo.task,
+                  architecture=type(student).__name__,
+                  backbone_type=type(student.backbone).__name__))
+
+
+def load_quantized_student(host: nn.Module, path: str) -> nn.Module:
+    """Rebuild the quantized student from ``quantized_student.pth``.
+
+    Args:
+        host (nn.Module): The host model built from the architecture config (random or
+            FP weights); its backbone is replaced by the quantized one, in place.
+        path (str): A file written by :func:`export_quantized`.
+
+    Returns:
+        nn.Module: ``host``, with the quantized backbone and the saved neck / heads.
+    """
+    from ...attention import make_attention_explicit
+    from ...quant import load_quantized
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    example = torch.zeros(1, *ckpt['meta']['input_size'])
+    make_attention_explicit(host.backbone)
+    host.backbone = load_quantized(host.backbone, ckpt['backbone'], example)
+    missing, unexpected = host.load_state_dict(ckpt['state_dict'], strict=False)
+    missing = [k for k in missing if not k.startswith('backbone.')]
+    if missing or unexpected:
+        raise RuntimeError(f'{path} does not match the model: missing {missing[:5]}, '
+                           f'unexpected {unexpected[:5]}')
+    return host
+
+
+def export_quantized(algo, out_dir: str, formats: Sequence[str] = FORMATS,
+                     full_model: bool = True, rtol: Optional[float] = None,
+                     strict: bool = False) -> Tuple[Dict[str, str], Dict[str, str]]:
+    """Write the checkpoint and the exports of ``algo`` into ``out_dir``.
+
+    Args:
+        algo: A ``MaskAQAlgorithm`` (not wrapped).
+        out_dir (str): Output directory (created).
+        formats (Sequence[str]): Any of ``'onnx'``, ``'openvino'``. Defaults to both.
+        full_model (bool): Also try the whole student. Defaults to True.
+        rtol (float, optional): Tolerance of the OpenVINO check (relative L2 error).
+            Defaults to None (``maskaq_plugin.quant``'s default).
+        strict (bool): Raise when a backbone export fails (tools/export.py) instead of
+            logging it (the hook: training results are kept). Defaults to False.
+
+    Returns:
+        tuple[dict, dict]: The written files (``{'checkpoint': path, 'backbone.onnx':
+        path, ...}``) and the skipped ones with the reason (``{'model.onnx': '...'}``).
+    """
+    from ...quant import export_onnx, export_openvino
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f'unknown export formats {sorted(unknown)}; choose from {FORMATS}')
+    os.makedirs(out_dir, exist_ok=True)
+    written = {'checkpoint': osp.join(out_dir, CHECKPOINT_NAME)}
+    skipped = {}
+    torch.save(quantized_student_state(algo), written['checkpoint'])
+
+    example = torch.randn(1, *algo.input_size, generator=torch.Generator().manual_seed(0))
+    ov_kwargs = {} if rtol is None else dict(rtol=rtol)
+    targets = [('backbone', algo.student_backbone_quantized, True)]
+    if full_model:
+        targets.append(('model', _TensorForward(algo.student), False))
+    for name, module, required in targets:
+        module = copy.deepcopy(module).cpu()
+        module.eval()  # not chained: an NNCF-wrapped module's eval() returns None
+        for fmt in formats:
+            key = f'{name}.onnx' if fmt == 'onnx' else f'{name}.xml'
+            path = osp.join(out_dir, key)
+            try:
+                if fmt == 'onnx':
+                    export_onnx(module, example, path)
+                else:
+                    export_openvino(module, example, path, **ov_kwargs)
+            except Exception as e:  # noqa: BLE001  (reported, never silent)
+                if required and strict:
+                    raise
+                skipped[key] = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:300]}'
+                what = 'backbone export FAILED' if required else \
+                    f'whole-model {fmt} export skipped ({type(algo.student).__name__})'
+                _log(f'{what}: {skipped[key]}', level=40 if required else 30)
+                continue
+            written[key] = path
+    return written, skipped
+
+
+@HOOKS.register_module()
+class MaskAQExportHook(Hook):
+    """Export the quantized student after training (see the module docstring).
+
+    Args:
+        formats (Sequence[str]): ``'onnx'`` and/or ``'openvino'``. Defaults to both.
+        full_model (bool): Also try exporting the whole student. Defaults to True.
+        out_dir (str, optional): Defaults to None: the work dir.
+        rtol (float, optional): Tolerance of the OpenVINO check. Defaults to None
+            (``maskaq_plugin.quant``'s default, 5e-2).
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, formats: Sequence[str] = FORMATS, full_model: bool = True,
+                 out_dir: Optional[str] = None, rtol: Optional[float] = None):
+        formats = tuple(formats)
+        if not formats or set(formats) - set(FORMATS):
+            raise ValueError(f'formats must be a non-empty subset of {FORMATS}, got '
+                             f'{formats!r}')
+        self.formats, self.full_model = formats, full_model
+        self.out_dir, self.rtol = out_dir, rtol
+        self.exported: Dict[str, str] = {}
+        self.skipped: Dict[str, str] = {}
+
+    def after_train(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if not hasattr(model, 'student_backbone_quantized'):
+            raise TypeError(f'MaskAQExportHook needs a MaskAQAlgorithm model, got '
+                            f'{type(model).__name__}')
+        if is_main_process():
+            out_dir = self.out_dir or runner.work_dir
+            self.exported, self.skipped = export_quantized(model, out_dir, self.formats,
+                                                           self.full_model, self.rtol)
+            lines = '\n'.join(f'  {k}: {v}' for k, v in self.exported.items())
+            runner.logger.info(f'MaskAQ exports:\n{lines}')
+        barrier()

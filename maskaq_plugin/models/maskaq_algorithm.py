@@ -1,0 +1,265 @@
+"""MaskAQ as an OpenMMLab model: a frozen FP teacher and a backbone-quantized student.
+
+Qian et al., "Selective Coupling of Decoupled Informative Regions: Masked Attention
+Alignment for Data-Free Quantization of Vision Transformers", ICML 2026. Stage 2 (QAT)
+runs here; Stage 1 (synthesis) runs in ``SampleRefreshHook`` through
+:meth:`MaskAQAlgorithm.build_synthesizer`.
+
+MMEngine builds the optimizer right after the model, before any hook, so everything the
+optimizer trains exists when ``__init__`` returns: the student's NNCF quantizers are
+created here (ranges calibrated later, in place, by the hook).
+"""
+import copy
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+from mmengine.dist import all_reduce
+from mmengine.logging import print_log
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS
+from torch import Tensor, nn
+
+from ..attention import AttentionRecorder, make_attention_explicit
+from ..losses.functional import feature_mse_loss
+from ..qat import mssim_from_records
+from ..synthesis.bank import model_fingerprint
+from .architecture import (build_in_scope, load_state_dict_strict, preprocessor_norm,
+                           resolve_scope, task_of)
+from .task_distill import classification_kd, detection_kd, segmentation_kd
+
+KD_DEFAULTS = {
+    'det': dict(feat=1.0, task=1.0, mssim=10.0, temperature=1.0),
+    'seg': dict(feat=1.0, task=1.0, mssim=10.0, temperature=1.0),
+    'cls': dict(feat=0.0, task=1.0, mssim=10.0, temperature=5.0),
+}
+KD_KEYS = ('feat', 'task', 'mssim', 'temperature', 'top_ratio', 'w_high', 'w_low')
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Too many QAT steps in a row had a non-finite loss."""
+
+
+@MODELS.register_module()
+class MaskAQAlgorithm(BaseModel):
+    """Data-free MaskAQ QAT of the backbone of an mmdet / mmseg / mmpretrain model.
+
+    Teacher and student are built from ``architecture`` and both load
+    ``teacher_checkpoint``; the student's backbone is made attention-explicit and
+    fake-quantized with NNCF. Only the student backbone (weights and quantizer ranges)
+    is trained by default; necks and heads stay full precision and frozen.
+
+    Loss (prefixed ``distill.``): ``loss_feat`` (normalised MSE of the backbone outputs),
+    ``loss_task`` (task outputs, see :mod:`.task_distill`) and ``loss_mssim``
+    (``L_mssim`` of the backbone attention outputs), each times its ``kd`` weight.
+
+    A step whose loss is non-finite (on any rank) is skipped: the returned loss is a zero
+    that reaches no parameter, so every gradient stays ``None`` and the optimizer leaves
+    the weights and its state alone (plain ``OptimWrapper``; ``AmpOptimWrapper`` is not
+    supported). Skips are counted (``distill.nonfinite_steps`` in the log);
+    ``max_nonfinite_steps`` skips in a row raise :class:`NonFiniteLossError`.
+
+    Args:
+        architecture (dict): Config of the host detector / segmentor / classifier.
+        teacher_checkpoint (str, optional): Path or URL of its full-precision weights,
+            loaded strictly into teacher and student. None needs
+            ``allow_random_teacher=True``.
+        w_bits (int): Weight bit-width. Defaults to 8.
+        a_bits (int): Activation bit-width. Defaults to 8.
+        input_size (Sequence[int]): ``(C, H, W)`` for NNCF tracing and synthesis.
+            Defaults to (3, 224, 224).
+        kd (dict, optional): Overrides of the loss weights and options: ``feat``,
+            ``task``, ``mssim`` (λ), ``temperature``, ``top_ratio``, ``w_high``,
+            ``w_low``. Defaults: det/seg ``feat=1, task=1, mssim=10, T=1``; cls
+            ``feat=0, task=1, mssim=10, T=5``.
+        quant (dict, optional): Extra ``QuantScheme`` options (``keep_input_fp``,
+            ``quantize_attention_matmuls``, ``activation_mode``). Defaults to None.
+        train_heads (bool): Also train the student's neck and heads (full precision).
+            Defaults to False (frozen, eval mode: their BatchNorm statistics stay).
+        max_nonfinite_steps (int): Consecutive non-finite steps tolerated. Defaults to 10.
+        allow_random_teacher (bool): Permit ``teacher_checkpoint=None`` (tests,
+            benchmarks). Defaults to False.
+        data_preprocessor (dict, optional): Defaults to the architecture's.
+        init_cfg (dict, optional): Unused (weights come from the checkpoint).
+    """
+
+    def __init__(self, architecture: dict, teacher_checkpoint: Optional[str] = None,
+                 w_bits: int = 8, a_bits: int = 8,
+                 input_size: Sequence[int] = (3, 224, 224), kd: Optional[dict] = None,
+                 quant: Optional[dict] = None, train_heads: bool = False,
+                 max_nonfinite_steps: int = 10, allow_random_teacher: bool = False,
+                 data_preprocessor: Optional[Union[dict, nn.Module]] = None,
+                 init_cfg: Optional[dict] = None):
+        from ..quant import QuantScheme, quantize_model
+        if teacher_checkpoint is None and not allow_random_teacher:
+            raise ValueError('teacher_checkpoint is None: MaskAQ distils a trained model. '
+                             'Pass its checkpoint path/URL (allow_random_teacher=True only '
+                             'for tests and benchmarks).')
+        if len(input_size) != 3:
+            raise ValueError(f'input_size must be (C, H, W), got {input_size!r}')
+        if not isinstance(max_nonfinite_steps, int) or max_nonfinite_steps < 1:
+            raise ValueError(f'max_nonfinite_steps must be an int >= 1, got '
+                             f'{max_nonfinite_steps!r}')
+        unknown = set(kd or {}) - set(KD_KEYS)
+        if unknown:
+            raise ValueError(f'unknown kd keys {sorted(unknown)}; known: {list(KD_KEYS)}')
+        scheme = QuantScheme(w_bits, a_bits, **(quant or {}))  # validates early
+        architecture = copy.deepcopy(dict(architecture))
+        scope = resolve_scope(architecture)
+        if data_preprocessor is None:
+            data_preprocessor = architecture.get('data_preprocessor')
+        if isinstance(data_preprocessor, dict):
+            data_preprocessor = build_in_scope(data_preprocessor, scope)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+
+        teacher = build_in_scope(architecture, scope)
+        self.task = task_of(teacher)
+        if teacher_checkpoint is not None:
+            load_state_dict_strict(teacher, teacher_checkpoint)
+        make_attention_explicit(teacher.backbone)
+        student = copy.deepcopy(teacher)
+        example = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0))
+        student.backbone = quantize_model(student.backbone, scheme, example)
+        teacher.requires_grad_(False)
+        if not train_heads:
+            for name, p in student.named_parameters():
+                if not name.startswith('backbone.'):
+                    p.requires_grad_(False)
+        teacher.eval()
+        self.teacher, self.student = teacher, student
+
+        self.scheme, self.scope = scheme, scope
+        self.input_size = tuple(int(v) for v in input_size)
+        self.teacher_checkpoint = teacher_checkpoint
+        self.train_heads = train_heads
+        self.kd = dict(KD_DEFAULTS[self.task], top_ratio=0.1, w_high=2.0, w_low=1.0)
+        self.kd.update(kd or {})
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite_in_row = 0
+        self.nonfinite_total = 0
+
+    # ------------------------------------------------------------- accessors
+    @property
+    def student_backbone_quantized(self) -> nn.Module:
+        """The NNCF-wrapped student backbone (its quantizers and weights train)."""
+        return self.student.backbone
+
+    @property
+    def norm(self) -> Dict[str, object]:
+        """The data preprocessor's ``mean``/``std`` (0-255, model order), ``bgr_to_rgb``."""
+        return preprocessor_norm(self.data_preprocessor)
+
+    def fingerprint(self) -> dict:
+        """Identity of this model for the sample bank (plain types)."""
+        norm = self.norm
+        arch = f'{type(self.teacher).__name__}/{type(self.teacher.backbone).__name__}'
+        return model_fingerprint(arch, self.input_size, norm['mean'], norm['std'],
+                                 norm['bgr_to_rgb'], self.task)
+
+    def synthesis_prior(self):
+        """The task prior (``L_sem``) of Stage 1 for this architecture."""
+        from ..synthesis.priors import (ClassificationPrior, DetectionPrior,
+                                        SegmentationPrior)
+        img_shape = self.input_size[1:]
+        if self.task == 'det':
+            return DetectionPrior.from_detector(self.teacher, img_shape)
+        if self.task == 'seg':
+            return SegmentationPrior.from_segmentor(self.teacher, img_shape)
+        return ClassificationPrior(self.teacher.head.num_classes)
+
+    def build_synthesizer(self, with_student: bool = True, **kwargs):
+        """Stage 1 synthesizer: teacher + prior, and the quantized student backbone
+        (``L_mad``) when ``with_student``. ``kwargs``: ``method``, ``iters``, ``lr``,
+        ``loss_weights``, ``progress`` of :class:`~maskaq_plugin.synthesis.Synthesizer`."""
+        from ..synthesis import Synthesizer
+        norm = self.norm
+        return Synthesizer(self.teacher, prior=self.synthesis_prior(),
+                           input_size=self.input_size,
+                           mean=[m / 255.0 for m in norm['mean']],
+                           std=[s / 255.0 for s in norm['std']],
+                           student=self.student.backbone if with_student else None,
+                           teacher_attn_root=self.teacher.backbone, **kwargs)
+
+    # ------------------------------------------------------------ nn.Module
+    def init_weights(self) -> None:
+        """No-op: teacher and student weights come from ``teacher_checkpoint``.
+
+        MMEngine's Runner calls ``init_weights()`` after ``before_run``; re-initialising
+        would erase the loaded weights and the calibrated ranges.
+        """
+
+    def train(self, mode: bool = True) -> 'MaskAQAlgorithm':
+        super().train(mode)
+        self.teacher.eval()
+        if not self.train_heads:
+            for name, child in self.student.named_children():
+                if name != 'backbone':
+                    child.eval()
+        return self
+
+    # -------------------------------------------------------------- forward
+    def forward(self, inputs: Tensor, data_samples: Optional[list] = None,
+                mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.student.predict(inputs, data_samples)
+        if mode == 'tensor':
+            return self.student(inputs, data_samples, mode='tensor')
+        raise RuntimeError(f'invalid mode {mode!r}; use loss, predict or tensor')
+
+    def _neck(self, model: nn.Module, feats):
+        neck = getattr(model, 'neck', None)
+        return neck(feats) if isinstance(neck, nn.Module) else feats
+
+    def loss(self, inputs: Tensor, data_samples: Optional[list] = None) -> Dict[str, Tensor]:
+        """Distillation losses on a batch of synthetic images (see the class docstring)."""
+        kd = self.kd
+        with torch.no_grad(), AttentionRecorder(self.teacher.backbone, detach=True) as rec_t:
+            feats_t = self.teacher.backbone(inputs)
+        with AttentionRecorder(self.student.backbone) as rec_s:
+            feats_s = self.student.backbone(inputs)
+        losses = {}
+        if kd['feat']:
+            losses['distill.loss_feat'] = kd['feat'] * feature_mse_loss(feats_t, feats_s)
+        if kd['task']:
+            losses['distill.loss_task'] = kd['task'] * self._task_loss(
+                self._neck(self.teacher, feats_t), self._neck(self.student, feats_s),
+                data_samples)
+        if kd['mssim']:
+            losses['distill.loss_mssim'] = kd['mssim'] * mssim_from_records(
+                rec_t.records, rec_s.records, top_ratio=kd['top_ratio'],
+                w_high=kd['w_high'], w_low=kd['w_low'])
+        if not losses:
+            raise ValueError(f'every kd weight is 0 ({kd}); nothing to train')
+        return self._guard_finite(losses, inputs)
+
+    def _task_loss(self, x_t, x_s, data_samples) -> Tensor:
+        t = self.kd['temperature']
+        if self.task == 'det':
+            return detection_kd(self.teacher, self.student, x_t, x_s, data_samples, t)
+        if self.task == 'seg':
+            return segmentation_kd(self.teacher, self.student, x_t, x_s, t)
+        return classification_kd(self.teacher, self.student, x_t, x_s, t)
+
+    def _guard_finite(self, losses: Dict[str, Tensor], like: Tensor) -> Dict[str, Tensor]:
+        """Skip (and count) a step whose loss is non-finite on any rank."""
+        total = sum(v.detach() for v in losses.values())
+        ok = torch.isfinite(total).float().reshape(1)
+        all_reduce(ok, op='min')  # every rank skips together (DDP stays in step)
+        if bool(ok.item()):
+            self.nonfinite_in_row = 0
+            return losses
+        self.nonfinite_in_row += 1
+        self.nonfinite_total += 1
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        if self.nonfinite_in_row >= self.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f'{self.nonfinite_in_row} QAT steps in a row had a non-finite loss (last, '
+                f'on this rank: {values}); lower the learning rate or the kd weights, or check the '
+                'teacher checkpoint and the synthetic data')
+        print_log(f'non-finite QAT loss (on this or another rank; here: {values}): step '
+                  f'skipped ({self.nonfinite_in_row} in a row, {self.nonfinite_total} in all)',
+                  logger='current', level=30)
+        # A zero that reaches no parameter: gradients stay None, the optimizer skips all.
+        return {'distill.loss_skipped': like.new_zeros((), requires_grad=True),
+                'distill.nonfinite_steps': like.new_tensor(float(self.nonfinite_total))}

@@ -1,0 +1,85 @@
+"""Config handling shared by ``tools/*.py``: CLI overrides and multi-process runs on CPU.
+
+MMEngine 0.10.7 assumes CUDA for multi-process runs in three places; this module makes
+``torchrun ... --launcher pytorch`` work on CPU-only machines (gloo backend):
+
+1. ``env_cfg.dist_cfg.backend`` defaults to ``'nccl'`` in every OpenMMLab config:
+   without CUDA it is switched to ``'gloo'``;
+2. ``mmengine.dist.init_dist`` calls ``torch.cuda.set_device(local_rank)`` before
+   ``init_process_group``, which raises without an NVIDIA driver: the process group is
+   initialised here, so the Runner finds it ready and skips ``init_dist``;
+3. ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to DistributedDataParallel,
+   which refuses them for CPU modules: ``model_wrapper_cfg.device_ids`` is set to None.
+"""
+import datetime
+import os
+import os.path as osp
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+
+def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
+    """Read a config and apply the usual OpenMMLab CLI overrides.
+
+    Args:
+        path (str): Config file.
+        cfg_options (dict, optional): ``--cfg-options`` key-value pairs. Defaults to None.
+        work_dir (str, optional): ``--work-dir``; else the config's ``work_dir``, else
+            ``./work_dirs/<config name>``. Defaults to None.
+        launcher (str): ``none``, ``pytorch``, ``slurm`` or ``mpi``. Defaults to 'none'.
+
+    Returns:
+        Config: The config, ready for ``Runner.from_cfg``.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file {path!r} does not exist; pass the path of '
+                                'a config, e.g. configs/mmdet/maskaq_*.py')
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def setup_launcher(cfg):
+    """Prepare ``cfg`` (and the process group) for a multi-process run without CUDA.
+
+    Nothing to do for ``launcher='none'`` or where CUDA is available (MMEngine's own path).
+    """
+    if cfg.launcher == 'none' or torch.cuda.is_available():
+        return cfg
+    if cfg.launcher != 'pytorch':
+        raise ValueError(
+            f'--launcher {cfg.launcher} needs CUDA (MMEngine calls torch.cuda.set_device); '
+            'on CPU start the processes with torchrun and pass --launcher pytorch, e.g. '
+            'tools/dist_train.sh CONFIG 2')
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = env_cfg.setdefault('dist_cfg', {})
+    if dist_cfg.get('backend', 'nccl') != 'gloo':
+        print_log(f'no CUDA device: dist backend {dist_cfg.get("backend", "nccl")!r} -> '
+                  "'gloo'", logger='current')
+        dist_cfg['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    if not torch_dist.is_initialized():
+        missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+                   if k not in os.environ]
+        if missing:
+            raise RuntimeError(f'--launcher pytorch but {missing} are not set: start the '
+                               'processes with torchrun (tools/dist_train.sh CONFIG N)')
+        kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+        if 'timeout' in kwargs:  # seconds in configs, as in mmengine.dist.init_dist
+            kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
+        torch_dist.init_process_group(backend='gloo', **kwargs)
+    return cfg

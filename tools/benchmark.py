@@ -1,0 +1,109 @@
+"""Speed and cost benchmarks of maskaq_plugin; each writes its section of docs/benchmarks.md.
+
+Subcommands (``all`` runs the three in turn; it is the default):
+
+* ``synthesis``: Stage 1 images/s of our ``Synthesizer`` vs the plain paper loop
+  (``benchmarks/paper_loop.py``) at equal work, with the loss terms of both;
+* ``qat``: time per QAT step and peak memory of the W8A8 / W4A4 student vs the FP model;
+* ``deploy``: OpenVINO latency and IR size of the W8A8 backbone (INT8 on CPU) vs FP32,
+  the precision each layer ran in, and the INT8 outputs vs the torch fake-quant model.
+
+Each writes a table, the exact command and the machine (cores, load) into its section of
+docs/benchmarks.md ("Synthesis speed", "QAT cost", "Deployment"), a plot under docs/ and
+the raw numbers under benchmarks/results/. Timings interleave the variants in one
+process and take medians, for a shared, loaded machine.
+
+Examples:
+    python tools/benchmark.py synthesis --repeats 5
+    python tools/benchmark.py synthesis --before /tmp/synthesizer_before.py
+    python tools/benchmark.py qat
+    python tools/benchmark.py deploy --repeats 300
+    python tools/benchmark.py all --no-write          # print only
+    python tools/benchmark.py synthesis --render      # rewrite the doc from the last run
+"""
+import argparse
+import importlib
+import json
+import os
+import os.path as osp
+import shlex
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the benchmarks package lives beside tools/
+
+SECTIONS = dict(synthesis='Synthesis speed', qat='QAT cost', deploy='Deployment')
+MODULES = dict(synthesis='synthesis_speed', qat='qat_cost', deploy='deploy')
+PLOTS = dict(synthesis='benchmark_synthesis.png', qat='benchmark_qat.png',
+             deploy='benchmark_deploy.png')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('what', nargs='?', default='all', choices=[*SECTIONS, 'all'])
+    parser.add_argument('--repeats', type=int, default=None,
+                        help='interleaved rounds (synthesis 5, qat 10, deploy 200)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch / OpenVINO threads (default 1: a shared 2-core box)')
+    parser.add_argument('--batch', type=int, default=None,
+                        help='batch size (synthesis 8, qat 16; deploy always 1)')
+    parser.add_argument('--iters', type=int, default=20, help='synthesis iterations')
+    parser.add_argument('--before', default=None,
+                        help='synthesis: also time this synthesizer.py (path or REV:path)')
+    parser.add_argument('--render', action='store_true',
+                        help='rewrite the sections from benchmarks/results/*.json, no run')
+    parser.add_argument('--no-write', action='store_true',
+                        help='print the sections instead of writing the doc')
+    return parser.parse_args(argv)
+
+
+def _run(what, args, command):
+    import torch
+
+    from benchmarks import common
+    torch.set_num_threads(args.threads)
+    module = importlib.import_module(f'benchmarks.{MODULES[what]}')
+    kwargs = dict(repeats=args.repeats) if args.repeats else {}
+    if args.batch and what != 'deploy':
+        kwargs['batch'] = args.batch
+    if what == 'synthesis':
+        kwargs.update(iters=args.iters, before=args.before)
+    if what == 'deploy':
+        kwargs['threads'] = args.threads
+    results = osp.join(ROOT, 'benchmarks', 'results', f'{what}.json')
+    if args.render:
+        with open(results) as f:
+            res = json.load(f)
+    else:
+        load_before = common.load()
+        res = module.run(**kwargs)
+        load_after = common.load()
+        info = common.machine()
+        res['machine'] = (f'{info["cpu"]}, {info["cores"]} cores shared with other jobs '
+                          f'({common.fmt_load(load_before, load_after)}), {args.threads} '
+                          f'thread(s), torch {info["torch"]}')
+        res['command'] = command
+        os.makedirs(osp.dirname(results), exist_ok=True)
+        with open(results, 'w') as f:
+            json.dump(res, f, indent=1, default=str)
+    body = module.markdown(res, res['command'], res['machine'])
+    if args.no_write:
+        print(f'## {SECTIONS[what]}\n\n{body}')
+        return res
+    module.plot(res, osp.join(ROOT, 'docs', PLOTS[what]))
+    body += f'\n![{SECTIONS[what]}]({PLOTS[what]})\n'
+    common.write_section(SECTIONS[what], body)
+    print(f'## {SECTIONS[what]}\n\n{body}')
+    return res
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command = 'python tools/benchmark.py ' + ' '.join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    for what in (SECTIONS if args.what == 'all' else [args.what]):
+        _run(what, args, command.rstrip())
+
+
+if __name__ == '__main__':
+    main()
