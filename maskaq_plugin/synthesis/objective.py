@@ -74,10 +74,14 @@ class SynthesisObjective:
             terms['tv'] = total_variation(x)  # un-augmented images
         records_f = rec_f.records
         groups = group_records(records_f)
-        if 'head' in self.terms:  # mean over layers: groups weighted by their layer count
+        # Inter-head similarity needs two heads: single-head layers (the first stage of
+        # PVTv2-b0, MiT-b0 and the digit Swin) have no head pair and are left out (ours).
+        head_groups = [g for g in groups if g[0].scores.shape[1] > 1]
+        if 'head' in self.terms and head_groups:
+            # mean over layers: groups weighted by their layer count
             terms['head'] = sum(len(g) * inter_head_ssim_loss(
                 [r.scores for r in g], has_cls_token=g[0].has_cls_token,
-                grid=key_grid(g[0])) for g in groups) / len(records_f)
+                grid=key_grid(g[0])) for g in head_groups) / sum(map(len, head_groups))
         if 'ent' in self.terms:
             terms['ent'] = sum(len(g) * patch_similarity_entropy(
                 [r.scores for r in g], has_cls_token=g[0].has_cls_token,
