@@ -4,7 +4,8 @@ Importing the package registers every component (losses, model wrapper, dataset,
 in MMEngine's root registries, so mmdet, mmseg and mmpretrain configs find them through
 ``custom_imports = dict(imports=['maskaq_plugin'], allow_failed_imports=False)``.
 """
-from . import attention, datasets, engine, losses, models, qat, quant, synthesis  # noqa: F401
+from . import (attention, datasets, engine, losses, models, qat, quant, synthesis,  # noqa: F401
+               utils)
 from .version import __version__  # noqa: F401
 
 
