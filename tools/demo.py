@@ -15,7 +15,7 @@ Nothing is downloaded. The steps:
 
 Usage::
 
-    python tools/demo.py [--work-dir work_dirs/demo] [--epochs 2] [--synthesis-iters 40]
+    python tools/demo.py [--work-dir work_dirs/demo] [--epochs 2] [--synthesis-iters 20]
 """
 import argparse
 import glob
@@ -41,8 +41,8 @@ def parse_args():
     parser.add_argument('--data-root', default='data/digit_scenes')
     parser.add_argument('--bits', nargs='+', default=['w4a8', 'w4a4'])
     parser.add_argument('--epochs', type=int, default=2, help='QAT epochs per run')
-    parser.add_argument('--num-samples', type=int, default=32, help='synthetic images')
-    parser.add_argument('--synthesis-iters', type=int, default=40,
+    parser.add_argument('--num-samples', type=int, default=16, help='synthetic images')
+    parser.add_argument('--synthesis-iters', type=int, default=20,
                         help='Stage 1 iterations per round (paper: 2000)')
     parser.add_argument('--batch-size', type=int, default=8)
     return parser.parse_args()
