@@ -13,7 +13,7 @@ demo: env
 	PYTHONUNBUFFERED=1 $(PY) tools/demo.py
 
 test: env
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) tools/run_tests.py $(PYTEST_ARGS)
 
 benchmark: env
 	PYTHONUNBUFFERED=1 $(PY) tools/benchmark.py
