@@ -3,15 +3,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny models: intra-op threads only add contention (2x slower on a loaded 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def make_vit():
     """Factory of a timm ViT: 32 px, patch 8 -> 16 patches + cls, 2 heads of d = 16."""

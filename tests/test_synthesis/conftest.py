@@ -5,15 +5,6 @@ import torch
 from maskaq_plugin.attention import make_attention_explicit
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and a busy machine makes OpenMP spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def make_vit():
     """timm ViT (explicit attention): 32 px, patch 8 -> 16 patches + cls, 2 heads."""
