@@ -1,12 +1,16 @@
 """Speed and cost benchmarks of maskaq_plugin; each writes its section of docs/benchmarks.md.
 
-Subcommands (``all`` runs the three in turn; it is the default):
+Subcommands (``all`` runs the first three in turn; it is the default):
 
 * ``synthesis``: Stage 1 images/s of our ``Synthesizer`` vs the plain paper loop
   (``benchmarks/paper_loop.py``) at equal work, with the loss terms of both;
 * ``qat``: time per QAT step and peak memory of the W8A8 / W4A4 student vs the FP model;
 * ``deploy``: OpenVINO latency and IR size of the W8A8 backbone (INT8 on CPU) vs FP32,
-  the precision each layer ran in, and the INT8 outputs vs the torch fake-quant model.
+  the precision each layer ran in, and the INT8 outputs vs the torch fake-quant model;
+* ``accuracy`` (hours on a CPU; not in ``all``): box / mask AP and mIoU of the digit-scene
+  detector and segmentor per method (noise, psaq, mimiq, maskaq, real data), bit-width
+  and seed, plus MaskAQ's ablations; each run is a ``tools/train.py`` run, finished runs
+  are reused (``benchmarks/accuracy_dense.py``).
 
 Each writes a table, the exact command and the machine (cores, load) into its section of
 docs/benchmarks.md ("Synthesis speed", "QAT cost", "Deployment"), a plot under docs/ and
@@ -20,6 +24,7 @@ Examples:
     python tools/benchmark.py deploy --repeats 300
     python tools/benchmark.py all --no-write          # print only
     python tools/benchmark.py synthesis --render      # rewrite the doc from the last run
+    python tools/benchmark.py accuracy --tasks det --bits w3a3 --seeds 0 1 2
 """
 import argparse
 import importlib
@@ -32,15 +37,29 @@ import sys
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the benchmarks package lives beside tools/
 
-SECTIONS = dict(synthesis='Synthesis speed', qat='QAT cost', deploy='Deployment')
-MODULES = dict(synthesis='synthesis_speed', qat='qat_cost', deploy='deploy')
+SECTIONS = dict(synthesis='Synthesis speed', qat='QAT cost', deploy='Deployment',
+                accuracy='Accuracy: detection and segmentation (digit scenes)')
+MODULES = dict(synthesis='synthesis_speed', qat='qat_cost', deploy='deploy',
+               accuracy='accuracy_dense')
 PLOTS = dict(synthesis='benchmark_synthesis.png', qat='benchmark_qat.png',
-             deploy='benchmark_deploy.png')
+             deploy='benchmark_deploy.png', accuracy='benchmark_accuracy.png')
+ALL = ('synthesis', 'qat', 'deploy')
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('what', nargs='?', default='all', choices=[*SECTIONS, 'all'])
+    acc = parser.add_argument_group('accuracy')
+    acc.add_argument('--tasks', nargs='+', default=['det', 'seg'], choices=['det', 'seg'])
+    acc.add_argument('--variants', nargs='+', default=None,
+                     help='methods and ablations (default: noise psaq mimiq maskaq real)')
+    acc.add_argument('--bits', nargs='+', default=['w4a8', 'w4a4', 'w3a3'],
+                     choices=['w4a8', 'w4a4', 'w3a3'])
+    acc.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    acc.add_argument('--num-samples', type=int, default=16, help='images per round')
+    acc.add_argument('--synthesis-iters', type=int, default=25)
+    acc.add_argument('--epochs', type=int, default=8, help='QAT epochs')
+    acc.add_argument('--refresh-every', type=int, default=4, help='MaskAQ refresh (epochs)')
     parser.add_argument('--repeats', type=int, default=None,
                         help='interleaved rounds (synthesis 5, qat 10, deploy 200)')
     parser.add_argument('--threads', type=int, default=1,
@@ -70,6 +89,13 @@ def _run(what, args, command):
         kwargs.update(iters=args.iters, before=args.before)
     if what == 'deploy':
         kwargs['threads'] = args.threads
+    if what == 'accuracy':
+        kwargs = dict(tasks=args.tasks, bits=args.bits, seeds=args.seeds,
+                      num_samples=args.num_samples, synthesis_iters=args.synthesis_iters,
+                      epochs=args.epochs, refresh_every=args.refresh_every,
+                      threads=args.threads, batch_size=args.batch or 8)
+        if args.variants:
+            kwargs['variants'] = args.variants
     results = osp.join(ROOT, 'benchmarks', 'results', f'{what}.json')
     if args.render:
         with open(results) as f:
@@ -101,7 +127,7 @@ def main(argv=None):
     args = parse_args(argv)
     command = 'python tools/benchmark.py ' + ' '.join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    for what in (SECTIONS if args.what == 'all' else [args.what]):
+    for what in (ALL if args.what == 'all' else [args.what]):
         _run(what, args, command.rstrip())
 
 

@@ -233,11 +233,41 @@ def parse_args():
     parser.add_argument('--size', type=int, default=128, help='canvas side in pixels')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--digits', default=None, help='path of digits.png(.gz)')
+    parser.add_argument('--force', action='store_true',
+                        help='rewrite the scenes even when <out>/meta.json says they exist')
     return parser.parse_args()
+
+
+def up_to_date(out_dir, num_train, num_val, size, seed):
+    """``<out_dir>/meta.json`` describes these scenes and every file it lists exists."""
+    try:
+        with open(osp.join(out_dir, 'meta.json')) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    wanted = dict(format_version=FORMAT_VERSION, seed=seed, size=size, num_train=num_train,
+                  num_val=num_val)
+    if any(meta.get(k) != v for k, v in wanted.items()):
+        return False
+    for split, (coco_name, ade_name, _, _) in SPLITS.items():
+        n = num_train if split == 'train' else num_val
+        last = f'{n - 1:04d}.png'
+        paths = [osp.join(out_dir, 'coco', coco_name, last),
+                 osp.join(out_dir, 'coco', 'annotations', f'instances_{coco_name}.json'),
+                 osp.join(out_dir, 'ade', 'images', ade_name, last),
+                 osp.join(out_dir, 'ade', 'annotations', ade_name, last)]
+        if not all(osp.isfile(p) for p in paths):
+            return False
+    return True
 
 
 def main():
     args = parse_args()
+    if not args.force and up_to_date(args.out, args.num_train, args.num_val, args.size,
+                                     args.seed):
+        print(f'{args.out}: up to date ({args.num_train} train / {args.num_val} val scenes, '
+              f'seed {args.seed}); --force rewrites them')
+        return
     try:
         meta = generate(args.out, args.num_train, args.num_val, args.size, args.seed,
                         args.digits)

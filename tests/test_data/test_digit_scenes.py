@@ -126,3 +126,14 @@ def test_gzipped_digits_png(scenes_tool, tmp_path):
     cells = scenes_tool.load_digit_cells(str(gz))
     assert cells.shape == (10, 500, 20, 20)
     np.testing.assert_array_equal(cells, scenes_tool.load_digit_cells(src))
+
+
+def test_up_to_date_only_for_the_same_complete_set(digit_scenes, scenes_tool, tmp_path):
+    assert scenes_tool.up_to_date(digit_scenes, 6, 4, 128, 0)
+    assert not scenes_tool.up_to_date(digit_scenes, 7, 4, 128, 0)  # more scenes wanted
+    assert not scenes_tool.up_to_date(digit_scenes, 6, 4, 128, 1)  # another seed
+    assert not scenes_tool.up_to_date(str(tmp_path / 'nothing'), 6, 4, 128, 0)
+    copy = tmp_path / 'copy'
+    scenes_tool.generate(str(copy), num_train=6, num_val=4, progress=False)
+    os.remove(copy / 'ade' / 'annotations' / 'validation' / '0003.png')  # a lost file
+    assert not scenes_tool.up_to_date(str(copy), 6, 4, 128, 0)

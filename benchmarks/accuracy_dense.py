@@ -1,0 +1,304 @@
+"""Accuracy of each method, bit-width and seed on the digit-scene detector and segmentor.
+
+Every run is a real ``tools/train.py`` run (subprocess) of the tiny MaskAQ config of the
+task, rewritten for the variant (method, bits, seed, budget) and dumped next to its
+results; the metrics are the ones the Runner's validation logs (COCO box / mask AP,
+mIoU) on the 100 real validation scenes. Runs already finished (``result.json`` in their
+work dir) are reused, so an interrupted benchmark continues where it stopped.
+
+Variants (METHOD.md, "What is compared against"), same budget each (images per round,
+synthesis iterations, QAT epochs and batch):
+
+* ``noise``: calibration + QAT on Gaussian noise images; KD only (no ``L_mssim``);
+* ``psaq``: synthesis with L_ent + L_sem + L_tv, no student, no refresh; KD only;
+* ``mimiq``: synthesis with L_head + L_sem + L_tv; QAT with unmasked SSIM; no refresh;
+* ``maskaq``: everything (L_mad with the student, masked L_mssim, refresh);
+* ``real``: the MaskAQ QAT on as many real training scenes (calibrated on the first
+  batch of them, ``DataCalibrationHook``), the upper bound that needs data;
+* ablations of MaskAQ: ``maskaq-no-ent``, ``maskaq-no-mad``, ``maskaq-no-refresh``,
+  ``maskaq-random-mask`` (a random mask of the same size in L_mad and L_mssim).
+"""
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+TASKS = {
+    'det': dict(config='configs/mmdet/maskaq_maskrcnn_swin-tiny_digits_w4a8.py',
+                fp_config='configs/mmdet/maskrcnn_swin-tiny_fp_digits.py',
+                fp_name='maskrcnn_swin-tiny_digits',
+                keys=('coco/bbox_mAP', 'coco/segm_mAP'),
+                labels=('box AP', 'mask AP')),
+    'seg': dict(config='configs/mmseg/maskaq_upernet_swin-tiny_digits_w4a8.py',
+                fp_config='configs/mmseg/upernet_swin-tiny_fp_digits.py',
+                fp_name='upernet_swin-tiny_digits',
+                keys=('mIoU',), labels=('mIoU',)),
+}
+BITS = {'w4a8': (4, 8), 'w4a4': (4, 4), 'w3a3': (3, 3)}
+METHODS = ('noise', 'psaq', 'mimiq', 'maskaq', 'real')
+ABLATIONS = ('maskaq-no-ent', 'maskaq-no-mad', 'maskaq-no-refresh', 'maskaq-random-mask')
+# Options of the random-mask ablation: Synthesizer (L_mad) and kd (L_mssim weighting).
+RANDOM_MASK = dict(synthesis=dict(mask_mode='random'), kd=dict(mask_mode='random'))
+
+
+def variant_changes(name: str) -> dict:
+    """What a variant changes in the MaskAQ config: synthesis / loss-weight / kd
+    overrides, whether the bank is refreshed, and whether real data replaces it."""
+    v = dict(synthesis={}, loss_weights={}, kd={}, refresh=True, real=False)
+    if name == 'noise':
+        v.update(synthesis=dict(method='noise'), kd=dict(mssim=0.0), refresh=False)
+    elif name == 'psaq':
+        v.update(synthesis=dict(method='psaq'), kd=dict(mssim=0.0), refresh=False)
+    elif name == 'mimiq':
+        v.update(synthesis=dict(method='mimiq'), kd=dict(w_high=1.0), refresh=False)
+    elif name == 'real':
+        v.update(real=True, refresh=False)
+    elif name == 'maskaq-no-ent':
+        v['loss_weights'] = dict(ent=0.0)
+    elif name == 'maskaq-no-mad':
+        v['loss_weights'] = dict(mad=0.0)
+    elif name == 'maskaq-no-refresh':
+        v['refresh'] = False
+    elif name == 'maskaq-random-mask':
+        v.update(synthesis=dict(RANDOM_MASK['synthesis']), kd=dict(RANDOM_MASK['kd']))
+    elif name != 'maskaq':
+        raise ValueError(f'unknown variant {name!r}; known: {list(METHODS + ABLATIONS)}')
+    return v
+
+
+def build_config(task: str, variant: str, bits: str, seed: int, budget: dict,
+                 data_root: str):
+    """The MMEngine Config of one run."""
+    from mmengine.config import Config
+    spec = TASKS[task]
+    cfg = Config.fromfile(osp.join(ROOT, spec['config']))
+    v = variant_changes(variant)
+    w, a = BITS[bits]
+    epochs, batch, n = budget['epochs'], budget['batch_size'], budget['num_samples']
+    root = osp.join(ROOT, data_root).rstrip('/') + '/'
+
+    cfg.model.w_bits, cfg.model.a_bits = w, a
+    cfg.model.kd = {**cfg.model.kd, **v['kd']}
+    cfg.randomness = dict(seed=seed)
+    cfg.train_cfg.max_epochs = epochs
+    cfg.train_cfg.val_interval = epochs
+    cfg.param_scheduler[0].update(T_max=epochs, end=epochs)
+    cfg.default_hooks.checkpoint.update(interval=epochs, max_keep_ckpts=1)
+    cfg.default_hooks.logger.interval = 2
+    for split in ('val', 'test'):
+        cfg[f'{split}_dataloader'].dataset.data_root = root
+        if task == 'det':
+            cfg[f'{split}_evaluator'].ann_file = root + 'coco/annotations/instances_val.json'
+    refresh = [h for h in cfg.custom_hooks if h.type == 'SampleRefreshHook'][0]
+    if v['real']:
+        fp = Config.fromfile(osp.join(ROOT, spec['fp_config']))
+        loader = fp.train_dataloader
+        loader.batch_size, loader.num_workers = batch, 0
+        loader.pop('persistent_workers', None)
+        loader.pop('batch_sampler', None)  # mmdet's aspect-ratio sampler: plain batches
+        loader.sampler = dict(type='DefaultSampler', shuffle=True)
+        loader.dataset.data_root = root
+        loader.dataset.indices = n  # the first n scenes: the budget of the others
+        cfg.train_dataloader = loader
+        cfg.custom_hooks = [dict(type='DataCalibrationHook', num_batches=1)]
+    else:
+        cfg.train_dataloader.batch_size = batch
+        cfg.train_dataloader.dataset.num_samples = n
+        synthesis = {**refresh.synthesis, **v['synthesis']}
+        synthesis['iters'] = budget['synthesis_iters']
+        synthesis['loss_weights'] = {**synthesis.get('loss_weights', {}),
+                                     **v['loss_weights']}
+        refresh.update(interval=budget['refresh_every'] if v['refresh'] else 0,
+                       batch_size=batch, synthesis=synthesis,
+                       bootstrap_iters=budget['synthesis_iters'])
+        cfg.custom_hooks = [refresh]  # no export: accuracy only
+    return cfg
+
+
+def _last_metrics(work_dir: str, keys: Sequence[str]) -> dict:
+    found = {}
+    for root, _, files in os.walk(work_dir):
+        if 'scalars.json' in files and osp.basename(root) == 'vis_data':
+            with open(osp.join(root, 'scalars.json')) as f:
+                for line in f:
+                    row = json.loads(line)
+                    found.update({k: row[k] for k in keys if k in row})
+    return found
+
+
+def run_one(task: str, variant: str, bits: str, seed: int, budget: dict, work_root: str,
+            data_root: str, threads: int) -> dict:
+    """One training run (or its stored result)."""
+    work_dir = osp.join(work_root, task, variant, bits, f'seed{seed}')
+    result_path = osp.join(work_dir, 'result.json')
+    if osp.isfile(result_path):
+        with open(result_path) as f:
+            res = json.load(f)
+        if res.get('budget') == budget:
+            return res
+    os.makedirs(work_dir, exist_ok=True)
+    for name in os.listdir(work_dir):  # a stale, unfinished run: start over
+        if name != 'config.py':
+            subprocess.run(['rm', '-rf', osp.join(work_dir, name)], check=True)
+    cfg = build_config(task, variant, bits, seed, budget, data_root)
+    cfg_path = osp.join(work_dir, 'config.py')
+    cfg.dump(cfg_path)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               PYTHONHASHSEED='0')
+    log_path = osp.join(work_dir, 'train.log')
+    t0 = time.time()
+    with open(log_path, 'w') as log:
+        proc = subprocess.run([sys.executable, 'tools/train.py', cfg_path, '--work-dir',
+                               work_dir], cwd=ROOT, env=env, stdout=log,
+                              stderr=subprocess.STDOUT)
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        with open(log_path) as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f'{task}/{variant}/{bits}/seed{seed} failed (rc '
+                           f'{proc.returncode}); log {log_path}:\n{tail}')
+    metrics = _last_metrics(work_dir, TASKS[task]['keys'])
+    missing = set(TASKS[task]['keys']) - set(metrics)
+    if missing:
+        raise RuntimeError(f'{task}/{variant}/{bits}/seed{seed}: no {sorted(missing)} in '
+                           f'the logs of {work_dir}')
+    res = dict(task=task, variant=variant, bits=bits, seed=seed, budget=budget,
+               metrics=metrics, wall_s=round(wall, 1))
+    with open(result_path + '.tmp', 'w') as f:
+        json.dump(res, f, indent=1)
+    os.replace(result_path + '.tmp', result_path)
+    return res
+
+
+def run(*, tasks: Sequence[str] = ('det', 'seg'), variants: Sequence[str] = METHODS,
+        bits: Sequence[str] = tuple(BITS), seeds: Sequence[int] = (0, 1, 2),
+        num_samples: int = 16, synthesis_iters: int = 25, epochs: int = 8,
+        batch_size: int = 8, refresh_every: int = 4, threads: int = 1,
+        work_root: str = 'work_dirs/benchmark_accuracy',
+        data_root: str = 'data/digit_scenes', log=print) -> dict:
+    """Run (or reuse) every task x variant x bits x seed; return all results."""
+    budget = dict(num_samples=num_samples, synthesis_iters=synthesis_iters, epochs=epochs,
+                  batch_size=batch_size, refresh_every=refresh_every)
+    work_root = osp.join(ROOT, work_root)
+    subprocess.run([sys.executable, 'tools/make_digit_scenes.py', '--out', data_root],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    with open(osp.join(ROOT, 'checkpoints', 'fp_metrics.json')) as f:
+        fp = json.load(f)['models']
+    # Bit-width outermost, then seed: an interrupted benchmark leaves whole columns.
+    runs = [(t, v, b, s) for b in bits for s in seeds for t in tasks for v in variants]
+    results = []
+    for i, (t, v, b, s) in enumerate(runs, 1):
+        t0 = time.time()
+        res = run_one(t, v, b, s, budget, work_root, data_root, threads)
+        results.append(res)
+        shown = ', '.join(f'{k}={val:.4g}' for k, val in res['metrics'].items())
+        log(f'[{i}/{len(runs)}] {t} {v} {b} seed {s}: {shown} ({res["wall_s"]:.0f} s run, '
+            f'{time.time() - t0:.0f} s now)')
+    fp_metrics = {t: {k: fp[TASKS[t]['fp_name']]['metrics'].get(k) for k in TASKS[t]['keys']}
+                  for t in tasks}
+    return dict(budget=budget, results=results, fp=fp_metrics, threads=threads)
+
+
+def summarise(res: dict) -> Dict[tuple, dict]:
+    """(task, variant, bits) -> {key: (mean, std, n)} and the mean wall time."""
+    groups: Dict[tuple, List[dict]] = {}
+    for r in res['results']:
+        groups.setdefault((r['task'], r['variant'], r['bits']), []).append(r)
+    out = {}
+    for key, rows in groups.items():
+        stats = {}
+        for k in TASKS[key[0]]['keys']:
+            vals = [100 * r['metrics'][k] if k.startswith('coco/') else r['metrics'][k]
+                    for r in rows]
+            stats[k] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1
+                        else 0.0, len(vals))
+        stats['wall_s'] = statistics.mean(r['wall_s'] for r in rows)
+        out[key] = stats
+    return out
+
+
+def _cell(stat) -> str:
+    mean, std, n = stat
+    return f'{mean:.1f} ± {std:.1f}' if n > 1 else f'{mean:.1f}'
+
+
+def markdown(res: dict, command: str, machine: str) -> str:
+    """Tables per task: variants x bit-widths (mean ± std over seeds) and wall time."""
+    summary = summarise(res)
+    b = res['budget']
+    lines = [
+        'Tiny Swin Mask R-CNN and UperNet trained on the digit scenes (checkpoints/, '
+        'tools/train_fp_models.py); only the backbone is quantized. Each cell: mean ± std '
+        'over the seeds of one `tools/train.py` run of the tiny MaskAQ config rewritten '
+        'for the variant (the exact config is kept as `config.py` in each run\'s work dir), '
+        'evaluated on the 100 real validation scenes. Same budget for every variant: '
+        f'{b["num_samples"]} images per round, {b["synthesis_iters"]} synthesis iterations '
+        f'(bootstrap as many), {b["epochs"]} QAT epochs, batch {b["batch_size"]}; MaskAQ '
+        f'refreshes every {b["refresh_every"]} epochs. Box / mask AP in %, COCO style.',
+        '', f'Command ({machine}):', '', '```bash', command, '```', '']
+    for task in TASKS:
+        keys = TASKS[task]['keys']
+        if not any(k[0] == task for k in summary):
+            continue
+        bits = [bb for bb in BITS if any(k[0] == task and k[2] == bb for k in summary)]
+        header = ['variant'] + [f'{bb.upper()} {label}' for bb in bits
+                                for label in TASKS[task]['labels']] + ['mean run time (s)']
+        fp = res['fp'][task]
+        rows = [['FP (32-bit)'] + [
+            (f'{100 * fp[k]:.1f}' if k.startswith('coco/') else f'{fp[k]:.1f}')
+            if fp.get(k) is not None else '' for _ in bits for k in keys] + ['–']]
+        variants = [v for v in METHODS + ABLATIONS
+                    if any(k[0] == task and k[1] == v for k in summary)]
+        for v in variants:
+            cells, walls = [], []
+            for bb in bits:
+                s = summary.get((task, v, bb))
+                cells += [_cell(s[k]) if s else '' for k in keys]
+                if s:
+                    walls.append(s['wall_s'])
+            label = f'*{v}* (upper bound, needs data)' if v == 'real' else v
+            rows.append([label] + cells + [f'{statistics.mean(walls):.0f}' if walls else ''])
+        lines += [f'**{task}** ({", ".join(TASKS[task]["labels"])})', '',
+                  _table(header, rows), '']
+    return '\n'.join(lines)
+
+
+def _table(header, rows) -> str:
+    out = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
+    out += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(out)
+
+
+def plot(res: dict, path: str) -> Optional[str]:
+    """Bar chart: first metric of each task per variant and bit-width (mean ± std)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    summary = summarise(res)
+    tasks = [t for t in TASKS if any(k[0] == t for k in summary)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        key = TASKS[task]['keys'][0]
+        variants = [v for v in METHODS + ABLATIONS
+                    if any(k[0] == task and k[1] == v for k in summary)]
+        bits = [bb for bb in BITS if any(k[0] == task and k[2] == bb for k in summary)]
+        width = 0.8 / max(1, len(variants))
+        for i, v in enumerate(variants):
+            stats = [summary.get((task, v, bb), {}).get(key, (float('nan'), 0, 0))
+                     for bb in bits]
+            ax.bar([j + i * width for j in range(len(bits))], [s[0] for s in stats], width,
+                   yerr=[s[1] for s in stats], label=v, capsize=2)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(bits))])
+        ax.set_xticklabels([bb.upper() for bb in bits])
+        ax.set_title(f'{task}: {TASKS[task]["labels"][0]}')
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
