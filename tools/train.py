@@ -19,7 +19,7 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 import maskaq_plugin  # noqa: E402,F401  (registers components and safe checkpoint globals)
-from maskaq_plugin.utils import load_config, setup_launcher  # noqa: E402
+from maskaq_plugin.utils import check_checkpoints, load_config, setup_launcher  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -77,6 +77,7 @@ def main(argv=None):
         cfg.resume = True
         cfg.load_from = args.resume
 
+    check_checkpoints(cfg)  # a missing or truncated file fails here, not after the build
     setup_launcher(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

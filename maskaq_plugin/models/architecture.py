@@ -81,11 +81,21 @@ def _listed(keys: List[str]) -> str:
 
 def load_state_dict_strict(model: nn.Module, filename: str) -> None:
     """Load ``filename`` (path or URL, mmengine checkpoint or bare state dict) into
-    ``model``; missing, unexpected and shape-mismatched keys raise, naming them."""
+    ``model``; missing, unexpected and shape-mismatched keys raise, naming them.
+
+    A missing local file raises ``FileNotFoundError`` and a truncated or corrupt one
+    :class:`~maskaq_plugin.utils.CheckpointFileError`, both naming the path and the fix,
+    before any tensor is read."""
     from mmengine.runner import CheckpointLoader
+
+    from ..utils.checkpoint_file import check_checkpoint_file, explain_load_error
+    check_checkpoint_file(filename, 'teacher_checkpoint')  # missing / truncated: ours
     try:
         ckpt = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
     except Exception as err:
+        damaged = explain_load_error(filename, err, 'teacher_checkpoint')
+        if damaged is not None:
+            raise damaged from err
         raise RuntimeError(f'cannot load teacher_checkpoint {filename!r}: '
                            f'{type(err).__name__}: {err}') from err
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt

@@ -13,7 +13,9 @@ from importlib import import_module
 from .scheme import QuantScheme
 
 _LAZY = {
-    'QuantizationTraceError': 'quantize',
+    'QuantizationTraceError': 'preflight',
+    'InputSizeError': 'preflight',
+    'NothingToQuantizeError': 'preflight',
     'quantize_model': 'quantize',
     'calibrate_ranges_': 'calibrate',
     'quantizers_disabled': 'calibrate',

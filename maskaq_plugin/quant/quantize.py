@@ -12,7 +12,7 @@ weights. NNCF's quantizer modules, hook storage, ``get_config``/``load_from_conf
 export and QAT gradients are used unchanged.
 """
 import copy
-from typing import Any, Iterable, List, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import torch
 from nncf.common.quantization.structs import QuantizationScheme
@@ -26,13 +26,11 @@ from .calibrate import DEFAULT_SUBSET_SIZE, calibrate_ranges_
 from .extension import ensure_cpu_extension
 from .inspect import wrapped_submodules
 from .placement import WEIGHT, QuantPoint, find_hidden_attention, plan_quantizers
+from .preflight import (InputSizeError, ModuleStack, NothingToQuantizeError,  # noqa: F401
+                        QuantizationTraceError, check_quantizes_something, check_runs_on)
 from .scheme import QuantScheme
 
 SCHEME_ATTR = 'maskaq_scheme'
-
-
-class QuantizationTraceError(RuntimeError):
-    """NNCF could not trace the model, or would not see what the scheme quantizes."""
 
 
 def make_quantizer(point: QuantPoint, scheme: QuantScheme) -> nn.Module:
@@ -54,33 +52,13 @@ def make_quantizer(point: QuantPoint, scheme: QuantScheme) -> nn.Module:
     return SymmetricQuantizer(spec) if symmetric else AsymmetricQuantizer(spec)
 
 
-class _ModuleStack:
-    """Tracks the innermost running module, to name it when tracing fails."""
-
-    def __init__(self, model: nn.Module):
-        self.stack: List[str] = []
-        self.handles = []
-        for name, module in model.named_modules():
-            self.handles.append(module.register_forward_pre_hook(
-                lambda m, a, name=name: self.stack.append(name)))
-            self.handles.append(module.register_forward_hook(self._pop))
-
-    def _pop(self, module, args, output):
-        if self.stack:
-            self.stack.pop()
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
 def trace_graph(qmodel: nn.Module, example_input: Any):
     """NNCF graph of a wrapped model; on failure, name the module that failed and the fix.
 
     Raises:
         QuantizationTraceError: The forward failed while NNCF traced it.
     """
-    tracker = _ModuleStack(qmodel)
+    tracker = ModuleStack(qmodel)
     try:
         was_training = qmodel.training
         qmodel.eval()
@@ -89,11 +67,9 @@ def trace_graph(qmodel: nn.Module, example_input: Any):
         finally:
             qmodel.train(was_training)
     except Exception as err:
-        path = tracker.stack[-1] if tracker.stack else ''
-        cls = type(qmodel.get_submodule(path)).__name__ if path else type(qmodel).__name__
         raise QuantizationTraceError(
-            f'NNCF could not trace {type(qmodel).__name__}: it failed inside module '
-            f'{path or "<root>"!r} ({cls}) with {type(err).__name__}: {err}. Check that '
+            f'NNCF could not trace {type(qmodel).__name__}: it failed inside '
+            f'{tracker.where(qmodel)} with {type(err).__name__}: {err}. Check that '
             'the model runs eagerly on example_input (same type, shape and device as in '
             'training), and that the module has no torch.jit/compiled or non-torch code; '
             'quantize only the backbone if another part cannot be traced.') from err
@@ -125,6 +101,10 @@ def quantize_model(model: nn.Module, scheme: QuantScheme, example_input: Any, *,
         nn.Module: The quantized copy Q; ``Q.maskaq_scheme`` holds ``scheme``.
 
     Raises:
+        InputSizeError: ``model`` does not run on ``example_input`` (e.g. an input size
+            the backbone cannot take), naming the size, the failing module, the original
+            error and sizes that run; a ``ValueError`` and a ``QuantizationTraceError``.
+        NothingToQuantizeError: The scheme places no quantizer in ``model``.
         QuantizationTraceError: NNCF cannot trace the model, or an attention module's
             matmuls are hidden (fused), naming the module and the fix.
     """
@@ -133,6 +113,7 @@ def quantize_model(model: nn.Module, scheme: QuantScheme, example_input: Any, *,
     if wrapped_submodules(model):
         raise ValueError(f'{type(model).__name__} is already NNCF-wrapped (quantized); pass '
                          'the full-precision model')
+    check_runs_on(model, example_input)  # before NNCF: a bad input size fails here
     ensure_cpu_extension()
     qmodel = wrap_model(copy.deepcopy(model))
     graph = trace_graph(qmodel, example_input)
@@ -149,7 +130,9 @@ def quantize_model(model: nn.Module, scheme: QuantScheme, example_input: Any, *,
                 'pass QuantScheme(quantize_attention_matmuls=False).')
     param = next(qmodel.parameters(), None)
     device = param.device if param is not None else torch.device('cpu')
-    for point in plan_quantizers(graph, scheme):
+    points = plan_quantizers(graph, scheme)
+    check_quantizes_something(model, graph, points, scheme)
+    for point in points:
         quantizer = make_quantizer(point, scheme).to(device)
         register_pre_function_hook(qmodel, point.op, point.port, quantizer)
     setattr(qmodel, SCHEME_ATTR, scheme)

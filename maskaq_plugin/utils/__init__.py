@@ -1,10 +1,13 @@
-"""Utilities: weights-only loading of MMEngine checkpoints, config handling for tools/."""
-from .launch import load_config, setup_launcher
+"""Utilities: weights-only loading of MMEngine checkpoints, checkpoint file checks, config
+handling for tools/."""
+from .checkpoint_file import CheckpointFileError, check_checkpoint_file, explain_load_error
+from .launch import check_checkpoints, load_config, setup_launcher
 from .safe_load import history_buffer_getattr, register_safe_globals, safe_globals
 
 register_safe_globals()
 
 __all__ = [
+    'CheckpointFileError', 'check_checkpoint_file', 'check_checkpoints', 'explain_load_error',
     'history_buffer_getattr', 'load_config', 'register_safe_globals', 'safe_globals',
     'setup_launcher'
 ]

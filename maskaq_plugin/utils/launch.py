@@ -10,6 +10,12 @@ MMEngine 0.10.7 assumes CUDA for multi-process runs in three places; this module
    initialised here, so the Runner finds it ready and skips ``init_dist``;
 3. ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to DistributedDataParallel,
    which refuses them for CPU modules: ``model_wrapper_cfg.device_ids`` is set to None.
+
+``env_cfg.dist_cfg.timeout`` (seconds; MMEngine's and torch's default: 1800) bounds how
+long a rank waits in a collective for a peer that hangs; a peer that *dies* is noticed by
+``torchrun``, which stops the other ranks within seconds (docs/reliability.md).
+:func:`check_checkpoints` rejects a missing or truncated checkpoint before anything is
+built.
 """
 import datetime
 import os
@@ -19,6 +25,8 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.logging import print_log
+
+from .checkpoint_file import check_checkpoint_file
 
 
 def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
@@ -46,6 +54,39 @@ def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
     return cfg
+
+
+def check_checkpoints(cfg):
+    """Check the checkpoint files a run will read, before anything is built.
+
+    ``model.teacher_checkpoint``, and the checkpoint ``resume`` / ``load_from`` picks (for
+    ``--resume`` without a value: the latest one in the work dir). A missing file raises
+    ``FileNotFoundError``, a truncated or corrupt one
+    :class:`~maskaq_plugin.utils.CheckpointFileError`; both name the path and the fix.
+    """
+    model = cfg.get('model') or {}
+    teacher = model.get('teacher_checkpoint') if isinstance(model, dict) else None
+    if teacher:
+        check_checkpoint_file(teacher, 'teacher_checkpoint (model.teacher_checkpoint)')
+    resumed = cfg.get('load_from')
+    if cfg.get('resume') and resumed is None:
+        from mmengine.runner import find_latest_checkpoint
+        resumed = find_latest_checkpoint(cfg.work_dir)
+    if resumed and cfg.get('resume'):
+        older = osp.join(cfg.work_dir, 'epoch_<N>.pth')
+        pointer = osp.join(cfg.work_dir, 'last_checkpoint')
+        check_checkpoint_file(resumed, 'the checkpoint to resume from', fix=(
+            f'Resume from an older one (--resume {older}), or delete {pointer} to start '
+            'over.'))
+    elif resumed:
+        check_checkpoint_file(resumed, 'load_from')
+
+
+def _timeout_seconds(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f'env_cfg.dist_cfg.timeout must be a positive number of seconds, '
+                         f'got {value!r}; e.g. --cfg-options env_cfg.dist_cfg.timeout=300')
+    return datetime.timedelta(seconds=value)
 
 
 def setup_launcher(cfg):
@@ -80,6 +121,6 @@ def setup_launcher(cfg):
                                'processes with torchrun (tools/dist_train.sh CONFIG N)')
         kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
         if 'timeout' in kwargs:  # seconds in configs, as in mmengine.dist.init_dist
-            kwargs['timeout'] = datetime.timedelta(seconds=kwargs['timeout'])
+            kwargs['timeout'] = _timeout_seconds(kwargs['timeout'])
         torch_dist.init_process_group(backend='gloo', **kwargs)
     return cfg

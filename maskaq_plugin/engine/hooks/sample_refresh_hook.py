@@ -6,7 +6,9 @@ optimizer already holds the quantizer parameters), (3) the full MaskAQ synthesis
 the student in the loop. Every ``interval`` epochs (or iterations) the bank is
 regenerated against the current student. The round and the manifest's hash ride in the
 checkpoint, so a resumed run reuses (or repairs) the bank instead of re-synthesising and
-never recalibrates trained ranges.
+never recalibrates trained ranges. Within a round each rank records its finished shards
+(:mod:`.round_progress`): a rerun after a kill in the middle of a round reuses them when
+the student is bit-identical, so round 0 loses only the shard in flight.
 """
 import os.path as osp
 from typing import Optional
@@ -19,6 +21,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from ...synthesis.bank import SampleBank
+from .round_progress import RoundProgress, state_key
 
 META_KEY = 'maskaq_sample_bank'
 
@@ -179,13 +182,15 @@ class SampleRefreshHook(Hook):
         for k in old:  # raises BankMismatchError for another model's bank
             self.bank.read_manifest(k)
         barrier()
+        stale = [k for k in old if k != 0]
         if old:
             runner.logger.warning(
-                f'not resuming: deleting rounds {old} of {self.bank.bank_dir} (a previous '
-                'run of this model) and synthesising round 0, which also calibrates the '
-                'new student')
+                f'not resuming: {self.bank.bank_dir} holds rounds {old} of a previous run '
+                f'of this model; deleting rounds {stale} and synthesising round 0 (which '
+                'also calibrates the new student), reusing its shards only if they come '
+                'from the same state (teacher, calibrated student, seed, settings)')
         if is_main_process():
-            for k in old:
+            for k in stale:
                 self.bank.clear_round(k)
         barrier()
         from ...quant import calibrate_ranges_
@@ -240,14 +245,26 @@ class SampleRefreshHook(Hook):
         rank, world = get_dist_info()
         synth = algo.build_synthesizer(with_student=self.synthesis.get('method', 'maskaq')
                                        == 'maskaq', **self.synthesis, progress=self.progress)
+        progress = None
         if only is None:
-            if is_main_process():
-                self.bank.clear_round(k)
-            barrier()
             count = self.num_samples // world + int(rank < self.num_samples % world)
             jobs = [(rank, i, min(self.batch_size, count - i * self.batch_size))
                     for i in range((count + self.batch_size - 1) // self.batch_size)]
-            keep = []
+            # Shards this rank finished before a kill, if made from the same state.
+            progress = RoundProgress(self.bank, k, rank, state_key(
+                algo, round=k, seed=self.seed, world=world, num_samples=self.num_samples,
+                batch_size=self.batch_size, synthesis=self.synthesis,
+                fingerprint=algo.fingerprint(), scheme=algo.scheme.to_dict()))
+            progress.collect()  # every rank reads before the main rank deletes anything
+            barrier()
+            keep = progress.resume(jobs, world, is_main_process())
+            barrier()
+            done = {(r['rank'], r['index'], r['num_images']) for r in keep}
+            jobs = [job for job in jobs if job not in done]
+            if keep:
+                runner.logger.info(f'sample bank round {k}: reusing {len(keep)} shard(s) '
+                                   f'written before an interruption (rank {rank}), '
+                                   f'synthesising {len(jobs)}')
         else:
             manifest = self.bank.read_manifest(k)
             bad = {r['file'] for r in only}
@@ -264,13 +281,18 @@ class SampleRefreshHook(Hook):
                 k, result.images, rank=owner, index=index,
                 targets=_plain_targets(algo.task, result.targets),
                 meta=dict(seed=seed, losses=result.losses)))
+            if progress is not None:
+                progress.add(records[-1])
             losses.append(result.losses)
         mean = {key: float(np.mean([d[key] for d in losses])) for key in
                 (losses[0] if losses else {})}
         if mean:
             self._log(runner, k, 'synthesis', mean)
         manifest = self.bank.commit_round(k, records, seed=self.seed, extra=dict(
-            norm=algo.norm, task=algo.task, scheme=algo.scheme.to_dict()))
+            norm=algo.norm, task=algo.task, scheme=algo.scheme.to_dict(),
+            state_key=progress.key if progress is not None else None))
+        if progress is not None:
+            progress.finish()
         self.refresh_round = k
         if is_main_process():
             deleted = self.bank.prune(self.keep_rounds)
