@@ -19,6 +19,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from .attention import make_attention_explicit
+from .losses.functional import check_mask_mode
 from .qat import RefreshSchedule, run_classification_qat
 from .synthesis import METHOD_TERMS, ClassificationPrior, Synthesizer
 
@@ -30,6 +31,8 @@ QAT_LOSS = {
     'psaq': dict(mssim_weight=0.0),
     'noise': dict(mssim_weight=0.0),
 }
+QAT_LOSS_KEYS = ('temperature', 'mssim_weight', 'top_ratio', 'w_high', 'w_low', 'mask_mode')
+SYNTHESIS_KEYS = ('lr', 'loss_weights', 'mask_mode', 'max_retries')
 
 
 def _derived_seed(seed: int, *keys: int) -> int:
@@ -44,8 +47,22 @@ def _check_int(name: str, value, low: int, high: Optional[int] = None, fix: str 
         raise ValueError(f'{name}={value!r} is invalid: pass an integer {rng}{fix}')
 
 
+def _check_options(name: str, options, known: Sequence[str], example: str) -> None:
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise TypeError(f'{name} must be a dict or None, got {type(options).__name__}')
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f'{name} has unknown keys {unknown}; known: {list(known)} '
+                         f'(e.g. {name}={example})')
+    if 'mask_mode' in options:
+        check_mask_mode(options['mask_mode'])
+
+
 def _validate(model, input_size, num_classes, mean, std, w_bits, a_bits, method,
-              num_samples, synthesis_iters, batch_size, epochs, refresh_every, lr, seed):
+              num_samples, synthesis_iters, batch_size, epochs, refresh_every, lr, seed,
+              qat_loss, synthesis):
     if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
         raise TypeError(f'model must be an nn.Module with parameters, got '
                         f'{type(model).__name__}')
@@ -75,6 +92,8 @@ def _validate(model, input_size, num_classes, mean, std, w_bits, a_bits, method,
     if lr is not None and not (isinstance(lr, numbers.Real) and lr > 0):
         raise ValueError(f'lr={lr!r} is invalid: pass a positive float or None '
                          f'({DEFAULT_LR})')
+    _check_options('qat_loss', qat_loss, QAT_LOSS_KEYS, "dict(mssim_weight=0.0)")
+    _check_options('synthesis', synthesis, SYNTHESIS_KEYS, "dict(loss_weights=dict(ent=0))")
 
 
 def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_classes: int,
@@ -82,7 +101,9 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
                        a_bits: int, method: str = 'maskaq', num_samples: int,
                        synthesis_iters: int, batch_size: int, epochs: int,
                        refresh_every: Optional[int] = None, lr: Optional[float] = None,
-                       seed: int = 0, progress: bool = True) -> nn.Module:
+                       seed: int = 0, progress: bool = True,
+                       qat_loss: Optional[dict] = None,
+                       synthesis: Optional[dict] = None) -> nn.Module:
     """Quantize a Vision-Transformer classifier without real data.
 
     Steps: copy ``model`` and make its attention explicit (the teacher F); build the
@@ -121,6 +142,15 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
         lr (float, optional): QAT learning rate. Defaults to None (1e-3).
         seed (int): Seed of synthesis, augmentation and shuffling. Defaults to 0.
         progress (bool): Progress bars and per-epoch log lines. Defaults to True.
+        qat_loss (dict, optional): Overrides of the method's Stage 2 loss (``QAT_LOSS``),
+            keys of :func:`~maskaq_plugin.qat.classification_qat_loss`: ``temperature``,
+            ``mssim_weight``, ``top_ratio``, ``w_high``, ``w_low``, ``mask_mode``; e.g.
+            ``dict(mssim_weight=0.0)`` (KD only) or ``dict(mask_mode='random')``.
+            Defaults to None (the method's loss).
+        synthesis (dict, optional): Extra :class:`~maskaq_plugin.synthesis.Synthesizer`
+            options for every round: ``lr``, ``loss_weights``, ``mask_mode``,
+            ``max_retries``; e.g. ``dict(loss_weights=dict(ent=0))`` (MaskAQ without
+            ``L_ent``) or ``dict(mask_mode='random')``. Defaults to None.
 
     Returns:
         nn.Module: The fake-quantized model (NNCF), in eval mode.
@@ -142,7 +172,8 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
         torch.Size([2, 10])
     """
     _validate(model, input_size, num_classes, mean, std, w_bits, a_bits, method,
-              num_samples, synthesis_iters, batch_size, epochs, refresh_every, lr, seed)
+              num_samples, synthesis_iters, batch_size, epochs, refresh_every, lr, seed,
+              qat_loss, synthesis)
     from .quant import QuantScheme, calibrate_ranges_, quantize_model  # imports NNCF
 
     def log(msg: str) -> None:
@@ -166,7 +197,8 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     teacher.requires_grad_(False)  # F stays frozen
     # 3. round 0: bootstrap synthesis, calibration, (MaskAQ) synthesis with Q in the loop
     common = dict(prior=ClassificationPrior(num_classes), input_size=input_size, mean=mean,
-                  std=std, method=method, iters=synthesis_iters, progress=progress)
+                  std=std, method=method, iters=synthesis_iters, progress=progress,
+                  **(synthesis or {}))
 
     def synthesize(round_idx: int, with_student: bool) -> torch.Tensor:
         start = time.time()
@@ -188,7 +220,8 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     rounds = iter(range(round_idx, 10**9))
     run_classification_qat(
         teacher, student, images, mean=mean, std=std, epochs=epochs, batch_size=batch_size,
-        lr=DEFAULT_LR if lr is None else lr, seed=seed, loss_kwargs=QAT_LOSS[method],
+        lr=DEFAULT_LR if lr is None else lr, seed=seed,
+        loss_kwargs=dict(QAT_LOSS[method], **(qat_loss or {})),
         refresh=RefreshSchedule(refresh_every, epochs),
         regenerate=lambda epoch: synthesize(next(rounds), with_student=True), log=log)
     return student.eval()

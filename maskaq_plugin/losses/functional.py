@@ -18,11 +18,12 @@ from ._functional.attention_prior import inter_head_ssim_loss, patch_similarity_
 from ._functional.distillation import (feature_mse_loss, kd_kl_loss, masked_attention_ssim,
                                        pixel_kl_loss)
 from ._functional.image_prior import total_variation
-from ._functional.informative_region import (informative_region_mask,
+from ._functional.informative_region import (MASK_MODES, check_mask_mode,
+                                             informative_region_mask,
                                              masked_attention_difference)
 
 __all__ = [
     'inter_head_ssim_loss', 'patch_similarity_entropy', 'informative_region_mask',
     'masked_attention_difference', 'masked_attention_ssim', 'total_variation',
-    'kd_kl_loss', 'feature_mse_loss', 'pixel_kl_loss'
+    'kd_kl_loss', 'feature_mse_loss', 'pixel_kl_loss', 'MASK_MODES', 'check_mask_mode'
 ]

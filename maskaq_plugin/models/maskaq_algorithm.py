@@ -32,7 +32,8 @@ KD_DEFAULTS = {
     'seg': dict(feat=1.0, task=1.0, mssim=10.0, temperature=1.0),
     'cls': dict(feat=0.0, task=1.0, mssim=10.0, temperature=5.0),
 }
-KD_KEYS = ('feat', 'task', 'mssim', 'temperature', 'top_ratio', 'w_high', 'w_low')
+KD_KEYS = ('feat', 'task', 'mssim', 'temperature', 'top_ratio', 'w_high', 'w_low',
+           'mask_mode')
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -69,8 +70,9 @@ class MaskAQAlgorithm(BaseModel):
             Defaults to (3, 224, 224).
         kd (dict, optional): Overrides of the loss weights and options: ``feat``,
             ``task``, ``mssim`` (λ), ``temperature``, ``top_ratio``, ``w_high``,
-            ``w_low``. Defaults: det/seg ``feat=1, task=1, mssim=10, T=1``; cls
-            ``feat=0, task=1, mssim=10, T=5``.
+            ``w_low``, ``mask_mode`` ('informative'; 'random' is the ablation that
+            weights as many random tokens). Defaults: det/seg ``feat=1, task=1,
+            mssim=10, T=1``; cls ``feat=0, task=1, mssim=10, T=5``.
         quant (dict, optional): Extra ``QuantScheme`` options (``keep_input_fp``,
             ``quantize_attention_matmuls``, ``activation_mode``). Defaults to None.
         train_heads (bool): Also train the student's neck and heads (full precision).
@@ -131,8 +133,12 @@ class MaskAQAlgorithm(BaseModel):
         self.input_size = tuple(int(v) for v in input_size)
         self.teacher_checkpoint = teacher_checkpoint
         self.train_heads = train_heads
-        self.kd = dict(KD_DEFAULTS[self.task], top_ratio=0.1, w_high=2.0, w_low=1.0)
+        self.kd = dict(KD_DEFAULTS[self.task], top_ratio=0.1, w_high=2.0, w_low=1.0,
+                       mask_mode='informative')
         self.kd.update(kd or {})
+        if self.kd['mask_mode'] not in ('informative', 'random'):
+            raise ValueError(f"kd.mask_mode must be 'informative' (MaskAQ) or 'random' (the "
+                             f"ablation), got {self.kd['mask_mode']!r}")
         self.max_nonfinite_steps = max_nonfinite_steps
         self.nonfinite_in_row = 0
         self.nonfinite_total = 0
@@ -228,7 +234,7 @@ class MaskAQAlgorithm(BaseModel):
         if kd['mssim']:
             losses['distill.loss_mssim'] = kd['mssim'] * mssim_from_records(
                 rec_t.records, rec_s.records, top_ratio=kd['top_ratio'],
-                w_high=kd['w_high'], w_low=kd['w_low'])
+                w_high=kd['w_high'], w_low=kd['w_low'], mask_mode=kd['mask_mode'])
         if not losses:
             raise ValueError(f'every kd weight is 0 ({kd}); nothing to train')
         return self._guard_finite(losses, inputs)

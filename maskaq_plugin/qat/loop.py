@@ -74,7 +74,8 @@ def run_classification_qat(teacher: nn.Module, student: nn.Module, images: Tenso
             x = augment(images[idx].to(device), gen_dev)
             with torch.enable_grad():  # also when called under torch.no_grad()
                 terms = qat_train_step(
-                    lambda: classification_qat_loss(teacher, student, x, **(loss_kwargs or {})),
+                    lambda: classification_qat_loss(teacher, student, x, generator=gen_dev,
+                                                    **(loss_kwargs or {})),
                     optimizer, scheduler)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)

@@ -4,7 +4,7 @@
 (METHOD.md, "Stage 2"); MimiQ uses the unmasked SSIM (``w_high = w_low = 1``) and the
 PSAQ-ViT / noise baselines KD only (``mssim_weight=0``).
 """
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +22,7 @@ def mssim_from_records(records_fp: List[AttentionRecord], records_q: List[Attent
             the teacher side is detached inside the loss).
         records_q (list[AttentionRecord]): Student records of the same input, in the same
             forward order.
-        **kwargs: ``top_ratio``, ``w_high``, ``w_low`` of
+        **kwargs: ``top_ratio``, ``w_high``, ``w_low``, ``mask_mode``, ``generator`` of
             :func:`~maskaq_plugin.losses.functional.masked_attention_ssim`.
 
     Returns:
@@ -43,7 +43,9 @@ def mssim_from_records(records_fp: List[AttentionRecord], records_q: List[Attent
 def classification_qat_loss(teacher: nn.Module, student: nn.Module, x: Tensor, *,
                             temperature: float = 5.0, mssim_weight: float = 10.0,
                             top_ratio: float = 0.1, w_high: float = 2.0,
-                            w_low: float = 1.0) -> Dict[str, Tensor]:
+                            w_low: float = 1.0, mask_mode: str = 'informative',
+                            generator: Optional[torch.Generator] = None
+                            ) -> Dict[str, Tensor]:
     """QAT loss of a classifier on the batch ``x`` (B, C, H, W).
 
     Runs the teacher (no grad, attention recorded detached) and the student once.
@@ -59,6 +61,10 @@ def classification_qat_loss(teacher: nn.Module, student: nn.Module, x: Tensor, *
         w_high (float): Weight of the important tokens (1.0: MimiQ, unmasked).
             Defaults to 2.0.
         w_low (float): Weight of the other tokens. Defaults to 1.0.
+        mask_mode (str): ``'informative'`` or ``'random'`` (ablation: as many tokens,
+            drawn uniformly). Defaults to ``'informative'``.
+        generator (torch.Generator, optional): Source of the random mask (on ``x``'s
+            device). Defaults to None (global RNG).
 
     Returns:
         dict[str, Tensor]: ``kd``, ``mssim`` (only when ``mssim_weight > 0``) and ``loss``.
@@ -74,5 +80,6 @@ def classification_qat_loss(teacher: nn.Module, student: nn.Module, x: Tensor, *
         logits_q = student(x)
     kd = kd_kl_loss(logits_fp, logits_q, temperature)
     mssim = mssim_from_records(rec_fp.records, rec_q.records, top_ratio=top_ratio,
-                               w_high=w_high, w_low=w_low)
+                               w_high=w_high, w_low=w_low, mask_mode=mask_mode,
+                               generator=generator)
     return dict(kd=kd, mssim=mssim, loss=kd + mssim_weight * mssim)

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import AttentionRecorder, group_records
-from ..losses.functional import (informative_region_mask, inter_head_ssim_loss,
-                                 masked_attention_difference, patch_similarity_entropy,
-                                 total_variation)
+from ..losses.functional import (check_mask_mode, informative_region_mask,
+                                 inter_head_ssim_loss, masked_attention_difference,
+                                 patch_similarity_entropy, total_variation)
 from .priors.base import TaskPrior
 
 MASK_RATIO = (0.5, 0.1)  # ρ_t, linear over the iterations
@@ -46,13 +46,19 @@ class SynthesisObjective:
         teacher_attn_root (nn.Module): Module of F whose attention is recorded.
         student (nn.Module, optional): Q (needed for ``mad``).
         student_forward (Callable, optional): Runs Q on the augmented batch.
+        mask_mode (str): ``'informative'`` or ``'random'`` mask for ``L_mad`` (see
+            :func:`~maskaq_plugin.losses.functional.informative_region_mask`).
+            Defaults to ``'informative'``.
     """
 
     def __init__(self, teacher: nn.Module, prior: TaskPrior, terms: Sequence[str], *,
                  teacher_attn_root: nn.Module, student: Optional[nn.Module] = None,
-                 student_forward: Optional[Callable[[Tensor], Any]] = None):
+                 student_forward: Optional[Callable[[Tensor], Any]] = None,
+                 mask_mode: str = 'informative'):
         if 'mad' in terms and student is None:
             raise ValueError("the 'mad' term needs a student")
+        check_mask_mode(mask_mode)
+        self.mask_mode = mask_mode
         self.teacher, self.prior, self.terms = teacher, prior, tuple(terms)
         self.teacher_attn_root, self.student = teacher_attn_root, student
         self.student_forward = student_forward or student
@@ -106,7 +112,8 @@ class SynthesisObjective:
             has_cls = g[0].has_cls_token
             scores_f = [r.scores for r in g]
             mask = informative_region_mask(scores_f, ratio=ratio, has_cls_token=has_cls,
-                                           drop=MASK_DROP, generator=generator)
+                                           drop=MASK_DROP, generator=generator,
+                                           mask_mode=self.mask_mode)
             scores_q = [records_q[index[id(r)]].scores for r in g]
             mads.append(masked_attention_difference(scores_f, scores_q, mask,
                                                     has_cls_token=has_cls))

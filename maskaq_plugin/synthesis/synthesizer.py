@@ -90,6 +90,9 @@ class Synthesizer:
         max_retries (int): Regenerations of a non-finite batch before giving up.
             Defaults to 3.
         progress (bool): Show a tqdm bar with the loss terms. Defaults to True.
+        mask_mode (str): ``'informative'`` (METHOD.md) or ``'random'`` (ablation: the
+            ``L_mad`` mask keeps as many patches, drawn uniformly, independent of F's
+            attention). Defaults to ``'informative'``.
 
     Examples:
         >>> import torch
@@ -113,7 +116,7 @@ class Synthesizer:
                  student_forward: Optional[Callable[[Tensor], Any]] = None,
                  method: str = 'maskaq', iters: int = 2000, lr: float = 0.1,
                  loss_weights: Optional[Dict[str, float]] = None, max_retries: int = 3,
-                 progress: bool = True):
+                 progress: bool = True, mask_mode: str = 'informative'):
         if method not in METHOD_TERMS:
             raise ValueError(f'method={method!r} is unknown; use one of {list(METHOD_TERMS)}')
         if student is not None and method != 'maskaq':
@@ -144,7 +147,8 @@ class Synthesizer:
         self.iters, self.lr, self.max_retries, self.progress = iters, lr, max_retries, progress
         self.objective = SynthesisObjective(
             teacher, prior, self.terms, teacher_attn_root=self.teacher_attn_root,
-            student=student, student_forward=self.student_forward)
+            student=student, student_forward=self.student_forward, mask_mode=mask_mode)
+        self.mask_mode = mask_mode
 
     # ------------------------------------------------------------------ public
     def synthesize(self, num_samples: int, batch_size: int, *, seed: int) -> SynthesisResult:

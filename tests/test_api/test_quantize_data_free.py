@@ -82,7 +82,7 @@ def test_each_method_runs_its_steps(make_vit, monkeypatch, method, rounds, qat_k
         return synthesize(self, *args, **kwargs)
 
     def spy_loss(*args, **kwargs):
-        losses.append(kwargs)
+        losses.append({k: v for k, v in kwargs.items() if k != 'generator'})
         return qat_loss(*args, **kwargs)
 
     monkeypatch.setattr(api.Synthesizer, 'synthesize', spy_synthesize)
@@ -96,6 +96,36 @@ def test_each_method_runs_its_steps(make_vit, monkeypatch, method, rounds, qat_k
         assert calls[0][2] == ['ent', 'head', 'sem', 'tv']
         assert calls[1][2] == ['ent', 'head', 'mad', 'sem', 'tv']
     assert len(losses) == 2 and all(kw == qat_kw for kw in losses)
+
+
+def test_qat_loss_and_synthesis_options_reach_every_round(make_vit, monkeypatch):
+    """The ablation switches: KD-only / random-mask QAT loss, Synthesizer options."""
+    calls, losses = [], []
+    synthesize, qat_loss = api.Synthesizer.synthesize, qat_loop.classification_qat_loss
+
+    def spy_synthesize(self, *args, **kwargs):
+        calls.append((self.mask_mode, self.objective.mask_mode, sorted(self.terms)))
+        return synthesize(self, *args, **kwargs)
+
+    def spy_loss(*args, **kwargs):
+        losses.append({k: v for k, v in kwargs.items() if k != 'generator'})
+        return qat_loss(*args, **kwargs)
+
+    monkeypatch.setattr(api.Synthesizer, 'synthesize', spy_synthesize)
+    monkeypatch.setattr(qat_loop, 'classification_qat_loss', spy_loss)
+    quantize_data_free(make_vit(), **{**KW, 'epochs': 2, 'refresh_every': 1},
+                       qat_loss=dict(mask_mode='random', mssim_weight=1.0),
+                       synthesis=dict(mask_mode='random', loss_weights=dict(ent=0)))
+    assert calls == [('random', 'random', ['head', 'sem', 'tv']),
+                     ('random', 'random', ['head', 'mad', 'sem', 'tv']),
+                     ('random', 'random', ['head', 'mad', 'sem', 'tv'])]
+    assert losses == [dict(mssim_weight=1.0, w_high=2.0, mask_mode='random')] * 2
+    with pytest.raises(ValueError, match=r"qat_loss has unknown keys \['lambda'\]"):
+        quantize_data_free(make_vit(), **KW, qat_loss={'lambda': 1})
+    with pytest.raises(ValueError, match=r"synthesis has unknown keys \['iters'\]"):
+        quantize_data_free(make_vit(), **KW, synthesis=dict(iters=5))
+    with pytest.raises(ValueError, match="mask_mode='top'"):
+        quantize_data_free(make_vit(), **KW, synthesis=dict(mask_mode='top'))
 
 
 DIGITS_CKPT = osp.join(osp.dirname(__file__), '..', '..', 'checkpoints', 'vit_tiny_digits.pth')

@@ -67,6 +67,9 @@ def test_ablations_change_one_thing():
     assert no_ent.synthesis.loss_weights == {**base.synthesis.loss_weights, 'ent': 0.0}
     assert no_mad.synthesis.loss_weights == {**base.synthesis.loss_weights, 'mad': 0.0}
     assert no_refresh.interval == 0 and no_refresh.synthesis == base.synthesis
+    random_mask = _cfg('det', 'maskaq-random-mask')
+    assert _refresh(random_mask).synthesis == {**base.synthesis, 'mask_mode': 'random'}
+    assert random_mask.model.kd.mask_mode == 'random' and random_mask.model.kd.mssim == 10.0
     with pytest.raises(ValueError, match="unknown variant 'maskaq-typo'"):
         _cfg('det', 'maskaq-typo')
 

@@ -156,3 +156,32 @@ def test_mad_gradient_flows_to_both_models():
     masked_attention_difference([s_fp], [s_q], mask, has_cls_token=True).backward()
     assert s_fp.grad.abs().sum() > 0 and s_q.grad.abs().sum() > 0
     assert masked_attention_difference(s_fp, s_fp, mask, has_cls_token=True).item() == 0.0
+
+
+@pytest.mark.parametrize('ratio,drop', [(0.5, 0.3), (0.25, 0.5), (0.01, 0.3), (1.0, 0.0)])
+def test_random_mode_keeps_the_same_count_independent_of_the_scores(ratio, drop):
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    s = scores_with_profile(torch.arange(16.)).expand(4, -1, -1, -1)
+    informative = informative_region_mask(s, ratio=ratio, has_cls_token=False, drop=drop,
+                                          generator=gen())
+    rand = informative_region_mask(s, ratio=ratio, has_cls_token=False, drop=drop,
+                                   generator=gen(), mask_mode='random')
+    assert rand.shape == (4, 16) and set(rand.unique().tolist()) <= {0.0, 1.0}
+    assert rand.sum(1).tolist() == informative.sum(1).tolist()
+    # other scores, same generator: the same random mask
+    other = informative_region_mask(torch.randn(4, 2, 3, 16), ratio=ratio,
+                                    has_cls_token=False, drop=drop, generator=gen(),
+                                    mask_mode='random')
+    assert torch.equal(rand, other)
+
+
+def test_random_mode_is_uniform_over_all_keys():
+    # the informative mask never leaves the top half; the random one covers every key
+    s = scores_with_profile(torch.arange(16.)).expand(2000, -1, -1, -1)
+    rand = informative_region_mask(s, ratio=0.5, has_cls_token=False, drop=0.3,
+                                   generator=torch.Generator().manual_seed(0),
+                                   mask_mode='random')
+    freq = rand.mean(0)  # each key kept with probability 6 / 16
+    assert torch.allclose(freq, torch.full((16, ), 6 / 16), atol=0.04)
+    with pytest.raises(ValueError, match="mask_mode='top'"):
+        informative_region_mask(s, ratio=0.5, has_cls_token=False, mask_mode='top')

@@ -7,17 +7,20 @@ from maskaq_plugin.losses.functional import masked_attention_ssim
 C2 = 0.03**2
 
 
-def naive_masked_ssim(ctx_fp, ctx_q, has_cls_token, top_ratio=0.1, w_high=2.0, w_low=1.0):
-    """Loop over layers, images, heads and channels."""
+def naive_masked_ssim(ctx_fp, ctx_q, has_cls_token, top_ratio=0.1, w_high=2.0, w_low=1.0,
+                      tops=None):
+    """Loop over layers, images, heads and channels (``tops[l][b]``: given top tokens)."""
     terms = []
-    for o_fp, o_q in zip(ctx_fp, ctx_q):
+    for layer, (o_fp, o_q) in enumerate(zip(ctx_fp, ctx_q)):
         if has_cls_token:
             o_fp, o_q = o_fp[:, :, 1:], o_q[:, :, 1:]
         batch, heads, n, d = o_fp.shape
         k = max(1, round(top_ratio * n))
         for b in range(batch):
             importance = [o_fp[b, :, t].abs().mean() for t in range(n)]
-            top = sorted(range(n), key=lambda t: -importance[t])[:k]
+            top = sorted(range(n), key=lambda t: -importance[t])[:k] if tops is None \
+                else tops[layer][b].tolist()
+            assert len(top) == k
             w = torch.tensor([w_high if t in top else w_low for t in range(n)],
                              dtype=o_fp.dtype)
             w = w / w.sum()
@@ -88,3 +91,25 @@ def test_bad_arguments_raise():
         masked_attention_ssim(x, x, has_cls_token=False, w_high=0.0)
     with pytest.raises(ValueError, match='must match'):
         masked_attention_ssim(x, torch.randn(1, 1, 4, 3), has_cls_token=False)
+
+
+@pytest.mark.parametrize('has_cls_token,n,top_ratio', [(True, 21, 0.1), (False, 16, 0.25)])
+def test_random_mask_mode_draws_k_tokens_independent_of_the_teacher(has_cls_token, n,
+                                                                    top_ratio):
+    torch.manual_seed(4)
+    ctx_fp = [torch.randn(2, 2, n, 3, dtype=torch.float64) for _ in range(2)]
+    ctx_q = [c + 0.3 * torch.randn_like(c) for c in ctx_fp]
+    loss = masked_attention_ssim(ctx_fp, ctx_q, has_cls_token=has_cls_token,
+                                 top_ratio=top_ratio, mask_mode='random',
+                                 generator=torch.Generator().manual_seed(7))
+    # the same draw, made without looking at O^F: k uniformly drawn tokens per (layer, image)
+    p = n - int(has_cls_token)
+    k = max(1, round(top_ratio * p))
+    tops = torch.rand(2, 2, p, generator=torch.Generator().manual_seed(7)).argsort(-1)[..., :k]
+    torch.testing.assert_close(loss, naive_masked_ssim(ctx_fp, ctx_q, has_cls_token,
+                                                       top_ratio=top_ratio, tops=tops))
+    informative = masked_attention_ssim(ctx_fp, ctx_q, has_cls_token=has_cls_token,
+                                        top_ratio=top_ratio)
+    assert loss.item() != pytest.approx(informative.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="mask_mode='topk'"):
+        masked_attention_ssim(ctx_fp, ctx_q, has_cls_token=has_cls_token, mask_mode='topk')

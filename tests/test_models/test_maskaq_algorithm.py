@@ -145,7 +145,25 @@ def test_checkpoint_mismatch_names_the_keys(mask_rcnn, tmp_path):
         _algo('vit', kd=dict(temprature=2))
     algo = _algo('vit', kd=dict(top_ratio=0.2, w_high=1.0, mssim=0.0))
     assert algo.kd == dict(feat=0.0, task=1.0, mssim=0.0, temperature=5.0, top_ratio=0.2,
-                           w_high=1.0, w_low=1.0)
+                           w_high=1.0, w_low=1.0, mask_mode='informative')
+    with pytest.raises(ValueError, match="kd.mask_mode must be .* got 'randm'"):
+        _algo('vit', kd=dict(mask_mode='randm'))
+
+
+def test_random_mask_ablation_changes_only_the_mssim_weighting():
+    informative = _algo('vit')
+    random = _algo('vit', kd=dict(mask_mode='random'))
+    random.load_state_dict(informative.state_dict())
+    x, samples = _batch(informative)
+    with torch.no_grad():
+        a = informative(x, samples, mode='loss')
+        torch.manual_seed(0)
+        b = random(x, samples, mode='loss')
+        torch.manual_seed(1)
+        c = random(x, samples, mode='loss')
+    assert torch.equal(a['distill.loss_task'], b['distill.loss_task'])
+    assert not torch.equal(a['distill.loss_mssim'], b['distill.loss_mssim'])
+    assert not torch.equal(b['distill.loss_mssim'], c['distill.loss_mssim'])  # drawn anew
 
 
 @pytest.mark.parametrize('name,prior,keys', [

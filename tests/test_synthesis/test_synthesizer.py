@@ -48,6 +48,25 @@ def test_mad_and_mask_only_with_a_student(make_vit):
         synth(teacher, student=student, method='psaq')
 
 
+def test_random_mask_mode_same_count_independent_of_the_teacher(make_vit):
+    """mask_mode='random' (ablation): as many patches as the informative mask, drawn
+    from the generator only, so two different teachers get the same mask."""
+    student = make_vit(seed=1)
+    masks = {}
+    for mode in ('informative', 'random'):
+        for t_seed in (0, 2):
+            syn = synth(make_vit(seed=t_seed), student=student, iters=1, mask_mode=mode)
+            assert syn.mask_mode == mode and syn.objective.mask_mode == mode
+            # one iteration: ρ = 0.5 -> k = 8 of 16 patches, keep round(5.6) = 6
+            masks[mode, t_seed] = syn.synthesize(4, 4, seed=0).masks
+    for m in masks.values():
+        assert m.shape == (4, 16) and m.sum(1).tolist() == [6.0] * 4
+    assert torch.equal(masks['random', 0], masks['random', 2])
+    assert not torch.equal(masks['informative', 0], masks['informative', 2])
+    with pytest.raises(ValueError, match="mask_mode='top'"):
+        synth(make_vit(), student=student, mask_mode='top')
+
+
 def test_hierarchical_backbone_masks_per_group(make_swin):
     teacher, student = make_swin(seed=0), make_swin(seed=1)
     res = synth(teacher, student=student).synthesize(2, 2, seed=0)

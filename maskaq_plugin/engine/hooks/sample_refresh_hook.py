@@ -66,7 +66,8 @@ class SampleRefreshHook(Hook):
             (the dataset's ``num_samples``).
         batch_size (int): Synthesis batch size; one shard per batch. Defaults to 16.
         synthesis (dict, optional): ``Synthesizer`` options: ``method`` ('maskaq'),
-            ``iters`` (2000), ``lr`` (0.1), ``loss_weights``. Defaults to None.
+            ``iters`` (2000), ``lr`` (0.1), ``loss_weights``, ``max_retries``,
+            ``mask_mode`` ('informative'; 'random' is the ablation). Defaults to None.
         bootstrap_iters (int, optional): Iterations of the bootstrap synthesis (no
             student) whose images calibrate the quantizers. Defaults to None (same as
             ``synthesis.iters``).
@@ -96,10 +97,11 @@ class SampleRefreshHook(Hook):
         if not isinstance(keep_rounds, int) or keep_rounds < 1:
             raise ValueError(f'keep_rounds must be an int >= 1, got {keep_rounds!r}')
         synthesis = dict(synthesis or {})
-        unknown = set(synthesis) - {'method', 'iters', 'lr', 'loss_weights', 'max_retries'}
+        unknown = set(synthesis) - {'method', 'iters', 'lr', 'loss_weights', 'max_retries',
+                                    'mask_mode'}
         if unknown:
             raise ValueError(f'unknown synthesis keys {sorted(unknown)}; known: method, '
-                             'iters, lr, loss_weights, max_retries')
+                             'iters, lr, loss_weights, max_retries, mask_mode')
         self.interval, self.by_epoch = interval, by_epoch
         self.num_samples, self.batch_size = num_samples, batch_size
         self.synthesis = synthesis

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._utils import check_same_shape, stack_layers
+from .informative_region import check_mask_mode
 
 SSIM_C2 = 0.03**2
 
@@ -24,7 +25,8 @@ SSIM_C2 = 0.03**2
 def masked_attention_ssim(context_fp: Tensor | Sequence[Tensor],
                           context_q: Tensor | Sequence[Tensor], *, has_cls_token: bool,
                           top_ratio: float = 0.1, w_high: float = 2.0,
-                          w_low: float = 1.0) -> Tensor:
+                          w_low: float = 1.0, mask_mode: str = 'informative',
+                          generator: torch.Generator | None = None) -> Tensor:
     """Masked attention-output SSIM, ``L_mssim`` (MaskAQ).
 
     Per layer and image, the importance of patch token ``n`` is ``mean_{heads, d}
@@ -38,7 +40,9 @@ def masked_attention_ssim(context_fp: Tensor | Sequence[Tensor],
 
     Axes: statistics run over **query tokens** (``N``, class token dropped when
     present), so the key count of spatial-reduction attention does not enter.
-    ``w_high = w_low`` gives MimiQ's unmasked loss. Differences from the authors' code:
+    ``w_high = w_low`` gives MimiQ's unmasked loss. ``mask_mode='random'`` is the
+    ablation *(ours)*: the same ``k`` tokens per (layer, image) get ``w_high``, but drawn
+    uniformly without replacement, independent of ``O^F``. Differences from the authors' code:
     they add 1e-6 to every weight and to the SSIM denominator; the variances here are
     computed from centred values (same value, better rounding).
 
@@ -51,10 +55,15 @@ def masked_attention_ssim(context_fp: Tensor | Sequence[Tensor],
             Defaults to 0.1.
         w_high (float): weight of the important tokens. Defaults to 2.0.
         w_low (float): weight of the other tokens. Defaults to 1.0.
+        mask_mode (str): ``'informative'`` (the ``k`` most important tokens of F) or
+            ``'random'`` (``k`` tokens drawn uniformly). Defaults to ``'informative'``.
+        generator (torch.Generator, optional): source of the random draw
+            (``mask_mode='random'`` only). Defaults to None (global RNG).
 
     Returns:
         Tensor: scalar loss; 0 when ``O^Q == O^F``.
     """
+    check_mask_mode(mask_mode)
     if not 0 <= top_ratio <= 1:
         raise ValueError(f'top_ratio must be in [0, 1], got {top_ratio}')
     if w_high <= 0 or w_low < 0:
@@ -68,7 +77,12 @@ def masked_attention_ssim(context_fp: Tensor | Sequence[Tensor],
     n = o_fp.shape[3]
     importance = o_fp.abs().mean(dim=(2, 4))  # (L, B, N)
     k = min(n, max(1, int(round(top_ratio * n))))
-    top = importance.topk(k, dim=-1).indices
+    if mask_mode == 'random':  # k tokens per (layer, image), uniformly (ablation)
+        device = generator.device if generator is not None else importance.device
+        keys = torch.rand(importance.shape, generator=generator, device=device)
+        top = keys.argsort(dim=-1)[..., :k].to(importance.device)  # (L, B, k)
+    else:
+        top = importance.topk(k, dim=-1).indices  # (L, B, k)
     w = torch.full_like(importance, w_low).scatter_(-1, top, w_high)
     w = (w / w.sum(dim=-1, keepdim=True))[:, :, None, :, None]  # (L, B, 1, N, 1)
     mu_fp = (w * o_fp).sum(dim=3, keepdim=True)  # (L, B, H, 1, d)

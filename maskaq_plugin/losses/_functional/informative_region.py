@@ -18,9 +18,20 @@ from torch import Tensor
 from ._utils import check_same_shape, key_profile, stack_layers
 
 
+MASK_MODES = ('informative', 'random')
+
+
+def check_mask_mode(mask_mode: str) -> None:
+    """Raise ``ValueError`` naming ``mask_mode`` unless it is one of :data:`MASK_MODES`."""
+    if mask_mode not in MASK_MODES:
+        raise ValueError(f"mask_mode={mask_mode!r} is unknown; use one of {list(MASK_MODES)} "
+                         "('random' is the ablation: as many tokens, drawn uniformly)")
+
+
 def informative_region_mask(scores: Tensor | Sequence[Tensor], *, ratio: float,
                             has_cls_token: bool, drop: float = 0.3,
-                            generator: torch.Generator | None = None) -> Tensor:
+                            generator: torch.Generator | None = None,
+                            mask_mode: str = 'informative') -> Tensor:
     """Informative-region mask of F: top-``ratio`` patch keys, then a random drop.
 
     The scores are averaged over layers and heads and reduced to one value per patch
@@ -32,6 +43,10 @@ def informative_region_mask(scores: Tensor | Sequence[Tensor], *, ratio: float,
     all ``N·N`` entries of the averaged score map instead of key tokens; METHOD.md's
     per-key reduction is used here.)
 
+    ``mask_mode='random'`` is the ablation *(ours)*: the same number of ones per image,
+    ``max(1, round(k·(1 - drop)))``, on patch keys drawn uniformly without replacement
+    from all ``P``, independent of the scores.
+
     Args:
         scores (Tensor | Sequence[Tensor]): raw scores of F, ``(B, H, N, Nk)`` per layer.
         ratio (float): kept fraction ρ_t in (0, 1] (MaskAQ: 0.5 decaying to 0.1).
@@ -40,10 +55,14 @@ def informative_region_mask(scores: Tensor | Sequence[Tensor], *, ratio: float,
             Defaults to 0.3.
         generator (torch.Generator, optional): source of the random drop.
             Defaults to None (global RNG).
+        mask_mode (str): ``'informative'`` (top keys of F, then the drop) or
+            ``'random'`` (as many keys, uniformly at random). Defaults to
+            ``'informative'``.
 
     Returns:
         Tensor: ``(B, P)`` float mask of 0/1 in the dtype of ``scores``, without grad.
     """
+    check_mask_mode(mask_mode)
     if not 0 < ratio <= 1:
         raise ValueError(f'ratio must be in (0, 1], got {ratio}')
     if not 0 <= drop < 1:
@@ -53,11 +72,15 @@ def informative_region_mask(scores: Tensor | Sequence[Tensor], *, ratio: float,
         batch, num_keys = importance.shape  # (B, P)
         k = min(num_keys, max(1, round(ratio * num_keys)))
         keep = max(1, int(round(k * (1 - drop))))
-        idx = importance.topk(k, dim=-1).indices  # (B, k)
-        if keep < k:
-            device = generator.device if generator is not None else idx.device
-            pick = torch.rand(batch, k, generator=generator, device=device).argsort(-1)
-            idx = idx.gather(1, pick[:, :keep].to(idx.device))  # (B, keep)
+        device = generator.device if generator is not None else importance.device
+        if mask_mode == 'random':  # as many keys, uniformly among all P (ablation)
+            pick = torch.rand(batch, num_keys, generator=generator, device=device)
+            idx = pick.argsort(-1)[:, :keep].to(importance.device)  # (B, keep)
+        else:
+            idx = importance.topk(k, dim=-1).indices  # (B, k)
+            if keep < k:
+                pick = torch.rand(batch, k, generator=generator, device=device).argsort(-1)
+                idx = idx.gather(1, pick[:, :keep].to(idx.device))  # (B, keep)
         mask = torch.zeros_like(importance)
         mask.scatter_(1, idx, 1.0)
     return mask
