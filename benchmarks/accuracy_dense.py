@@ -16,7 +16,8 @@ synthesis iterations, QAT epochs and batch):
 * ``real``: the MaskAQ QAT on as many real training scenes (calibrated on the first
   batch of them, ``DataCalibrationHook``), the upper bound that needs data;
 * ablations of MaskAQ: ``maskaq-no-ent``, ``maskaq-no-mad``, ``maskaq-no-refresh``,
-  ``maskaq-random-mask`` (a random mask of the same size in L_mad and L_mssim).
+  ``maskaq-random-mask`` (a random mask of the same size in L_mad and L_mssim),
+  ``maskaq-no-mssim`` (KD-only QAT: no ``L_mssim``).
 """
 import json
 import os
@@ -42,7 +43,8 @@ TASKS = {
 }
 BITS = {'w4a8': (4, 8), 'w4a4': (4, 4), 'w3a3': (3, 3)}
 METHODS = ('noise', 'psaq', 'mimiq', 'maskaq', 'real')
-ABLATIONS = ('maskaq-no-ent', 'maskaq-no-mad', 'maskaq-no-refresh', 'maskaq-random-mask')
+ABLATIONS = ('maskaq-no-ent', 'maskaq-no-mad', 'maskaq-no-refresh', 'maskaq-random-mask',
+             'maskaq-no-mssim')
 # Options of the random-mask ablation: Synthesizer (L_mad) and kd (L_mssim weighting).
 RANDOM_MASK = dict(synthesis=dict(mask_mode='random'), kd=dict(mask_mode='random'))
 
@@ -65,6 +67,8 @@ def variant_changes(name: str) -> dict:
         v['loss_weights'] = dict(mad=0.0)
     elif name == 'maskaq-no-refresh':
         v['refresh'] = False
+    elif name == 'maskaq-no-mssim':  # KD-only QAT (see the classification factorial)
+        v['kd'] = dict(mssim=0.0)
     elif name == 'maskaq-random-mask':
         v.update(synthesis=dict(RANDOM_MASK['synthesis']), kd=dict(RANDOM_MASK['kd']))
     elif name != 'maskaq':
@@ -182,7 +186,8 @@ def run(*, tasks: Sequence[str] = ('det', 'seg'), variants: Sequence[str] = METH
         batch_size: int = 8, refresh_every: int = 4, threads: int = 1,
         work_root: str = 'work_dirs/benchmark_accuracy',
         data_root: str = 'data/digit_scenes', log=print) -> dict:
-    """Run (or reuse) every task x variant x bits x seed; return all results."""
+    """Run (or reuse) every task x variant x bits x seed; return every finished run of
+    this budget under ``work_root`` (these and earlier calls')."""
     budget = dict(num_samples=num_samples, synthesis_iters=synthesis_iters, epochs=epochs,
                   batch_size=batch_size, refresh_every=refresh_every)
     work_root = osp.join(ROOT, work_root)
@@ -200,9 +205,28 @@ def run(*, tasks: Sequence[str] = ('det', 'seg'), variants: Sequence[str] = METH
         shown = ', '.join(f'{k}={val:.4g}' for k, val in res['metrics'].items())
         log(f'[{i}/{len(runs)}] {t} {v} {b} seed {s}: {shown} ({res["wall_s"]:.0f} s run, '
             f'{time.time() - t0:.0f} s now)')
+    # The tables show every finished run of this budget, not only this call's: separate
+    # calls (the main matrix, then the ablations) add up to one section.
+    results = finished_runs(work_root, budget)
+    tasks = sorted({r['task'] for r in results}, key=list(TASKS).index)
     fp_metrics = {t: {k: fp[TASKS[t]['fp_name']]['metrics'].get(k) for k in TASKS[t]['keys']}
                   for t in tasks}
     return dict(budget=budget, results=results, fp=fp_metrics, threads=threads)
+
+
+def finished_runs(work_root: str, budget: dict) -> List[dict]:
+    """Every ``result.json`` under ``work_root`` made with ``budget``, in a stable order."""
+    found = []
+    for root, _, files in os.walk(work_root):
+        if 'result.json' in files:
+            with open(osp.join(root, 'result.json')) as f:
+                res = json.load(f)
+            if res.get('budget') == budget and res.get('task') in TASKS:
+                found.append(res)
+    order = {v: i for i, v in enumerate(METHODS + ABLATIONS)}
+    return sorted(found, key=lambda r: (list(TASKS).index(r['task']),
+                                        order.get(r['variant'], len(order)),
+                                        list(BITS).index(r['bits']), r['seed']))
 
 
 def summarise(res: dict) -> Dict[tuple, dict]:
@@ -241,7 +265,9 @@ def markdown(res: dict, command: str, machine: str) -> str:
         f'{b["num_samples"]} images per round, {b["synthesis_iters"]} synthesis iterations '
         f'(bootstrap as many), {b["epochs"]} QAT epochs, batch {b["batch_size"]}; MaskAQ '
         f'refreshes every {b["refresh_every"]} epochs. Box / mask AP in %, COCO style.',
-        '', f'Command ({machine}):', '', '```bash', command, '```', '']
+        'The tables hold every finished run of this budget under '
+        '`work_dirs/benchmark_accuracy/` (finished runs are reused, so separate calls add up); '
+        f'the last call ({machine}):', '', '```bash', command, '```', '']
     for task in TASKS:
         keys = TASKS[task]['keys']
         if not any(k[0] == task for k in summary):
@@ -294,6 +320,13 @@ def plot(res: dict, path: str) -> Optional[str]:
                      for bb in bits]
             ax.bar([j + i * width for j in range(len(bits))], [s[0] for s in stats], width,
                    yerr=[s[1] for s in stats], label=v, capsize=2)
+        means = [s[key][0] for k, s in summary.items() if k[0] == task]
+        fp = res['fp'].get(task, {}).get(key)
+        if fp is not None:
+            fp = 100 * fp if key.startswith('coco/') else fp
+            ax.axhline(fp, color='k', linestyle='--', linewidth=1, label='FP')
+            means.append(fp)
+        ax.set_ylim(min(means) - 3, max(means) + 2)  # zoomed: the differences are small
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(bits))])
         ax.set_xticklabels([bb.upper() for bb in bits])
         ax.set_title(f'{task}: {TASKS[task]["labels"][0]}')

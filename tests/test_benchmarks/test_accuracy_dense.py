@@ -67,6 +67,8 @@ def test_ablations_change_one_thing():
     assert no_ent.synthesis.loss_weights == {**base.synthesis.loss_weights, 'ent': 0.0}
     assert no_mad.synthesis.loss_weights == {**base.synthesis.loss_weights, 'mad': 0.0}
     assert no_refresh.interval == 0 and no_refresh.synthesis == base.synthesis
+    no_mssim = _cfg('det', 'maskaq-no-mssim')
+    assert no_mssim.model.kd.mssim == 0.0 and _refresh(no_mssim).synthesis == base.synthesis
     random_mask = _cfg('det', 'maskaq-random-mask')
     assert _refresh(random_mask).synthesis == {**base.synthesis, 'mask_mode': 'random'}
     assert random_mask.model.kd.mask_mode == 'random' and random_mask.model.kd.mssim == 10.0
@@ -80,3 +82,20 @@ def test_summary_mean_and_spread():
         for s, m in ((0, 40.0), (1, 42.0), (2, 44.0))])
     (mean, std, n), = [v['mIoU'] for v in acc.summarise(res).values()]
     assert (mean, n) == (42.0, 3) and std == pytest.approx(2.0)
+
+
+def test_finished_runs_collects_every_call_of_the_same_budget(tmp_path):
+    import json
+    other = dict(BUDGET, epochs=2)
+    for (task, variant, bits, seed, budget) in [
+            ('det', 'maskaq', 'w3a3', 1, BUDGET), ('det', 'noise', 'w3a3', 0, BUDGET),
+            ('det', 'maskaq-no-ent', 'w3a3', 0, BUDGET), ('seg', 'noise', 'w4a4', 0, other)]:
+        d = tmp_path / task / variant / bits / f'seed{seed}'
+        d.mkdir(parents=True)
+        (d / 'result.json').write_text(json.dumps(dict(
+            task=task, variant=variant, bits=bits, seed=seed, budget=budget,
+            metrics={}, wall_s=1.0)))
+    (tmp_path / 'det' / 'real' / 'w3a3' / 'seed0').mkdir(parents=True)  # unfinished run
+    runs = acc.finished_runs(str(tmp_path), BUDGET)
+    assert [(r['variant'], r['seed']) for r in runs] == [
+        ('noise', 0), ('maskaq', 1), ('maskaq-no-ent', 0)]  # other budget left out
