@@ -22,6 +22,7 @@ synthesis iterations, QAT epochs and batch):
 import json
 import os
 import os.path as osp
+import shutil
 import statistics
 import subprocess
 import sys
@@ -149,7 +150,11 @@ def run_one(task: str, variant: str, bits: str, seed: int, budget: dict, work_ro
     os.makedirs(work_dir, exist_ok=True)
     for name in os.listdir(work_dir):  # a stale, unfinished run: start over
         if name != 'config.py':
-            subprocess.run(['rm', '-rf', osp.join(work_dir, name)], check=True)
+            path = osp.join(work_dir, name)
+            if osp.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
     cfg = build_config(task, variant, bits, seed, budget, data_root)
     cfg_path = osp.join(work_dir, 'config.py')
     cfg.dump(cfg_path)
