@@ -17,8 +17,9 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CASES = {
     'maskrcnn_swin-tiny_digits': ('configs/mmdet/maskrcnn_swin-tiny_fp_digits.py',
                                   {'coco/bbox_mAP': 0.0, 'coco/segm_mAP': 0.0}),
+    # mIoU 42.76 on the 4 scenes (val 43.46); the old one-class-plateau teacher: 16.40
     'upernet_swin-tiny_digits': ('configs/mmseg/upernet_swin-tiny_fp_digits.py',
-                                 {'mIoU': 0.0}),
+                                 {'mIoU': 30.0}),
 }
 
 
