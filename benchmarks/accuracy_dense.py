@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from maskaq_plugin.utils import last_logged_metrics
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 TASKS = {
@@ -126,17 +128,6 @@ def build_config(task: str, variant: str, bits: str, seed: int, budget: dict,
     return cfg
 
 
-def _last_metrics(work_dir: str, keys: Sequence[str]) -> dict:
-    found = {}
-    for root, _, files in os.walk(work_dir):
-        if 'scalars.json' in files and osp.basename(root) == 'vis_data':
-            with open(osp.join(root, 'scalars.json')) as f:
-                for line in f:
-                    row = json.loads(line)
-                    found.update({k: row[k] for k in keys if k in row})
-    return found
-
-
 def run_one(task: str, variant: str, bits: str, seed: int, budget: dict, work_root: str,
             data_root: str, threads: int) -> dict:
     """One training run (or its stored result)."""
@@ -172,7 +163,7 @@ def run_one(task: str, variant: str, bits: str, seed: int, budget: dict, work_ro
             tail = f.read()[-3000:]
         raise RuntimeError(f'{task}/{variant}/{bits}/seed{seed} failed (rc '
                            f'{proc.returncode}); log {log_path}:\n{tail}')
-    metrics = _last_metrics(work_dir, TASKS[task]['keys'])
+    metrics = last_logged_metrics(work_dir, TASKS[task]['keys'])
     missing = set(TASKS[task]['keys']) - set(metrics)
     if missing:
         raise RuntimeError(f'{task}/{variant}/{bits}/seed{seed}: no {sorted(missing)} in '

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import time
 
+from maskaq_plugin.utils import last_logged_metrics
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RUNS = [  # (name, config, FP checkpoint, metric keys)
     ('Mask R-CNN Swin (det)', 'configs/mmdet/maskaq_maskrcnn_swin-tiny_digits_{bits}.py',
@@ -59,17 +61,6 @@ def run(cmd, log_path):
             sys.stdout.write(line)
         if proc.wait() != 0:
             raise SystemExit(f'command failed (exit {proc.returncode}); log: {log_path}')
-
-
-def last_metrics(work_dir, keys):
-    """The last validation metrics MMEngine logged in ``work_dir`` (vis_data/scalars.json)."""
-    found = {}
-    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
-        with open(path) as f:
-            for line in f:
-                row = json.loads(line)
-                found.update({k: row[k] for k in keys if k in row})
-    return found
 
 
 def data_options(data_root, task):
@@ -120,7 +111,7 @@ def main():
             t0 = time.time()
             run([py, 'tools/train.py', config.format(bits=bits), '--work-dir', work_dir,
                  '--cfg-options'] + opts, osp.join(work_root, f'{task}_{bits}.log'))
-            rows.append((name, bits.upper(), last_metrics(work_dir, keys), time.time() - t0))
+            rows.append((name, bits.upper(), last_logged_metrics(work_dir, keys), time.time() - t0))
 
     # 3. previews of synthetic samples with their informative-region masks
     preview_dir = osp.join(work_root, 'previews')
