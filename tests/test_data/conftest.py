@@ -1,18 +1,6 @@
 """Digit scenes generated once per session into a temporary directory (6 train / 4 val)."""
-import importlib.util
-import os.path as osp
-
 import pytest
-
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def load_tool(name):
-    """Import ``tools/<name>.py`` (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, osp.join(ROOT, 'tools', name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tools_loader import load_tool
 
 
 @pytest.fixture(scope='session')

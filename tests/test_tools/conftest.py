@@ -1,19 +1,11 @@
 """Helpers of the tool tests: import tools/*.py, run them as a user would."""
-import importlib.util
 import os.path as osp
 import subprocess
 import sys
 
+from tools_loader import load_tool  # noqa: F401 (re-exported to the tests here)
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-
-def load_tool(name):
-    """Import ``tools/<name>.py`` (tools/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f'tools_{name}',
-                                                  osp.join(ROOT, 'tools', name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_tool(args, timeout=600, env=None):
