@@ -6,7 +6,8 @@ first and last iterations are compared to show it. Variants, timed in one proces
 interleaved rounds (:func:`benchmarks.common.interleaved`):
 
 * ``ours``: :class:`maskaq_plugin.synthesis.Synthesizer` (working tree);
-* ``before`` (optional): another version of ``synthesizer.py`` (a file or ``REV:path``);
+* ``before`` (optional): another version of ``synthesizer.py`` (a file or ``REV:path``;
+  the CLI's default is our first version, ``benchmarks/synthesizer_first.py``);
 * ``paper``: :mod:`benchmarks.paper_loop`, parameters of F and Q left trainable as in the
   authors' code (the backward also fills their gradients);
 * ``paper_frozen``: the same loop with F and Q frozen, to separate loops from freezing.
@@ -38,8 +39,8 @@ TERMS = ('head', 'sem', 'tv', 'ent', 'mad', 'loss')
 
 def load_synthesizer(source: str):
     """``Synthesizer`` class of another version of synthesizer.py (path or ``REV:path``)."""
-    path = source
-    if not osp.isfile(source):
+    path = source if osp.isfile(source) else osp.join(ROOT, source)
+    if not osp.isfile(path):
         code = subprocess.run(['git', 'show', source], cwd=ROOT, check=True,
                               capture_output=True).stdout
         handle = tempfile.NamedTemporaryFile('wb', suffix='.py', delete=False)

@@ -19,7 +19,7 @@ process and take medians, for a shared, loaded machine.
 
 Examples:
     python tools/benchmark.py synthesis --repeats 5
-    python tools/benchmark.py synthesis --before /tmp/synthesizer_before.py
+    python tools/benchmark.py synthesis --before HEAD~3:maskaq_plugin/synthesis/synthesizer.py
     python tools/benchmark.py qat
     python tools/benchmark.py deploy --repeats 300
     python tools/benchmark.py all --no-write          # print only
@@ -67,8 +67,9 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, default=None,
                         help='batch size (synthesis 8, qat 16; deploy always 1)')
     parser.add_argument('--iters', type=int, default=20, help='synthesis iterations')
-    parser.add_argument('--before', default=None,
-                        help='synthesis: also time this synthesizer.py (path or REV:path)')
+    parser.add_argument('--before', default='benchmarks/synthesizer_first.py',
+                        help='synthesis: also time this synthesizer.py (path or REV:path; '
+                        'default: our first version; "" to leave it out)')
     parser.add_argument('--render', action='store_true',
                         help='rewrite the sections from benchmarks/results/*.json, no run')
     parser.add_argument('--no-write', action='store_true',

@@ -102,3 +102,27 @@ def test_row_draws_and_mask_drop_follow_the_generator():
     mask_p = paper_loop.generate_attention_mask([Rec(s) for s in scores], 0.3,
                                                 torch.Generator().manual_seed(6))
     assert torch.equal(mask, mask_p) and mask.sum(1).tolist() == [21.0] * 3
+
+
+def test_first_synthesizer_version_does_the_same_work():
+    """The ``before`` of the speed benchmark (our first version, kept in benchmarks/) gives
+    the same terms and images as the current Synthesizer, so before / after is a speed
+    ratio at equal work."""
+    import sys
+    sys.path.insert(0, ROOT)
+    from benchmarks.synthesis_speed import load_synthesizer
+    first = load_synthesizer('benchmarks/synthesizer_first.py')
+    assert first is not Synthesizer
+    teacher = _swin()
+    make_attention_explicit(teacher)
+    size = (3, *teacher.patch_embed.img_size)
+    calib = torch.randn(4, *size, generator=torch.Generator().manual_seed(1))
+    student = quantize_model(teacher, QuantScheme(4, 4), calib[:1], calib_inputs=calib)
+    out = {}
+    for name, cls in (('first', first), ('now', Synthesizer)):
+        syn = cls(teacher, prior=ClassificationPrior(10), input_size=size, mean=MEAN, std=STD,
+                  student=student, iters=3, progress=False)
+        out[name] = syn.synthesize(4, 4, seed=5)
+    assert set(out['now'].losses) == TERMS and out['now'].losses['mad'] > 0
+    assert out['first'].losses == out['now'].losses
+    assert torch.equal(out['first'].images, out['now'].images)
