@@ -133,7 +133,8 @@ def main():
                      f'{fmt(m.get("coco/segm_mAP"))} | {fmt(miou)} | '
                      f'{"-" if secs is None else f"{secs:.0f} s"} |')
     pngs = sorted(glob.glob(osp.join(preview_dir, '**', '*.png'), recursive=True))
-    lines += ['', f'Previews ({len(pngs)} PNG): {preview_dir}',
+    shown = osp.commonpath(pngs) if len(pngs) > 1 else (pngs[0] if pngs else preview_dir)
+    lines += ['', f'Previews ({len(pngs)} PNG): {shown}',
               f'Total wall time: {time.time() - t_start:.0f} s']
     summary = '\n'.join(lines)
     with open(osp.join(work_root, 'summary.md'), 'w') as f:
