@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from maskaq_plugin.quant import QuantScheme, export_openvino, quantize_model
-from maskaq_plugin.quant.export import OPENVINO_CPU_CONFIG, relative_error
+from maskaq_plugin.quant.export import OPENVINO_CPU_CONFIG, openvino_core, relative_error
 
 from .common import tiny_deit, tiny_swin
 
@@ -52,10 +52,9 @@ def runtime_precisions(compiled) -> dict:
 
 
 def _compile(path, threads, accurate):
-    import openvino as ov
     config = dict(OPENVINO_CPU_CONFIG) if accurate else {}
     config.update(INFERENCE_NUM_THREADS=threads, NUM_STREAMS=1, PERFORMANCE_HINT='LATENCY')
-    return ov.Core().compile_model(path, 'CPU', config)
+    return openvino_core().compile_model(path, 'CPU', config)  # one Core: see its doc
 
 
 def _latency(requests: dict, x: np.ndarray, repeats: int) -> dict:

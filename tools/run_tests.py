@@ -1,10 +1,13 @@
 """Run the test suite one test folder per pytest process, then print one total.
 
-Why not a single pytest process: after OpenVINO has compiled and run a model in a
-process (tests/test_engine/test_export_hook.py), a later mmseg Runner in the same process
-died with SIGSEGV (si_code SI_KERNEL, in the main thread, measured with strace and gdb on
-this stack: torch 2.14.1, openvino 2026.4.1). Each folder passes in a process of its own,
-which is also how users run the tools (one process per train/test/export).
+Why one process per folder: it keeps one folder's crash or leaked state (registries,
+threads, signal handlers) from failing the others, and is how users run the tools (one
+process per train/test/export). It was introduced for a SIGSEGV that is now fixed: with
+one ``openvino.Core`` per compile, OpenVINO 2026.4.1's CPU plugin left the main thread on
+an unmapped alternate signal stack, and a later signal with a Python handler (torch's
+DataLoader SIGCHLD handler in an mmseg Runner test) killed the process.
+``maskaq_plugin.quant.export.openvino_core`` shares one Core; the regression test is
+``tests/test_quant/test_export.py::test_compiles_leave_a_valid_signal_stack``.
 
 Usage::
 

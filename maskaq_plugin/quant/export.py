@@ -20,6 +20,7 @@ fake-quant at run time) at any bit-width, and keeps the activation quantizers as
 fake-quant modules (there is no native sub-8-bit activation quantization in torch).
 """
 import copy
+import functools
 import os
 import warnings
 from contextlib import contextmanager
@@ -156,11 +157,31 @@ def export_onnx(qmodel: nn.Module, example_input: Any, path: str, *, opset: int 
     return path
 
 
-def compile_openvino(model_or_path, device: str = 'CPU', config: Optional[dict] = None):
-    """Compile an IR with :data:`OPENVINO_CPU_CONFIG` (plus ``config``) on ``device``."""
+@functools.lru_cache(maxsize=None)
+def openvino_core():
+    """The process's one ``openvino.Core``, shared by every compile in this package.
+
+    Each ``Core`` that loads the CPU plugin makes the plugin install an alternate signal
+    stack (``sigaltstack``, 11.5 KB, mmap'd) on the calling thread. When the plugin is
+    destroyed (its last compiled model gone) it unmaps that stack, and puts back the one
+    it found only if its own is still installed. So two plugins destroyed oldest first
+    (compiled models of two ``Core`` objects, the older released first) leave the thread
+    on an unmapped alternate stack (OpenVINO 2026.4.1), and the next signal with a Python
+    handler (CPython installs those with ``SA_ONSTACK``; e.g. torch's DataLoader SIGCHLD
+    handler) kills the process with SIGSEGV (``SI_KERNEL``), faulthandler silent. One
+    shared ``Core`` loads the plugin once, so the alternate stack stays valid.
+    """
     import openvino as ov
+    return ov.Core()
+
+
+def compile_openvino(model_or_path, device: str = 'CPU', config: Optional[dict] = None):
+    """Compile an IR with :data:`OPENVINO_CPU_CONFIG` (plus ``config``) on ``device``.
+
+    Uses :func:`openvino_core` (one ``Core`` per process; see there why not one per call).
+    """
     settings = dict(OPENVINO_CPU_CONFIG if device == 'CPU' else {}, **(config or {}))
-    return ov.Core().compile_model(model_or_path, device, settings)
+    return openvino_core().compile_model(model_or_path, device, settings)
 
 
 def export_openvino(qmodel: nn.Module, example_input: Any, path: str, *, check: bool = True,

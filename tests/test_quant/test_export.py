@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import onnx
-import openvino as ov
 import pytest
 import torch
 from quant_models import TinyMHA, images, tiny_vit
@@ -22,7 +21,7 @@ from maskaq_plugin.attention import make_attention_explicit
 from maskaq_plugin.quant import (ExportMismatchError, QuantScheme, export_onnx,
                                  export_openvino, quantize_model, quantizer_info,
                                  strip_quantized)
-from maskaq_plugin.quant.export import compile_openvino, relative_error
+from maskaq_plugin.quant.export import compile_openvino, openvino_core, relative_error
 from maskaq_plugin.quant.inspect import iter_quantizers
 
 TOL_8BIT, TOL_LOW_BIT = 3e-2, 1e-5
@@ -130,7 +129,7 @@ def test_openvino_w4a4_matches_and_cpu_defaults_do_not(q_w4a4, x, tmp_path):
     xml = export_openvino(q_w4a4, x, str(tmp_path / 'w4a4.xml'))
     ref = _torch(q_w4a4, x)
     assert relative_error(_ov(compile_openvino(xml), x), ref) < TOL_LOW_BIT
-    core = ov.Core()
+    core = openvino_core()
     # Dynamic int8 re-quantization of FullyConnected inputs (group 32), even in f32:
     dyn = core.compile_model(xml, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32',
                                           'DYNAMIC_QUANTIZATION_GROUP_SIZE': 32})
@@ -157,3 +156,41 @@ def test_export_leaves_the_model_in_training_mode(q_w4a4, x, tmp_path):
         np.testing.assert_equal(_torch(q_w4a4.eval(), x), _torch(q_w4a4, x))
     finally:
         q_w4a4.eval()
+
+
+_SIGNAL_AFTER_TWO_COMPILES = r'''
+import signal, sys, threading
+import numpy as np
+import openvino.opset13 as ops
+import openvino as ov
+from maskaq_plugin.quant.export import compile_openvino
+
+def tiny():
+    x = ops.parameter([1, 4], np.float32, name='x')
+    return ov.Model([ops.relu(x)], [x], 'tiny')
+
+a = compile_openvino(tiny())
+b = compile_openvino(tiny())
+a([np.ones((1, 4), np.float32)])
+del a, b  # the older compiled model released first
+signal.signal(signal.SIGUSR1, lambda *_: None)
+signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+print('alive after the signal')
+'''
+
+
+def test_compiles_leave_a_valid_signal_stack(tmp_path):
+    """Two compiles, the older model released first, then a signal with a Python handler.
+
+    With one ``openvino.Core`` per compile, OpenVINO 2026.4.1's CPU plugin left the main
+    thread on an unmapped alternate signal stack here and the signal killed the process
+    (SIGSEGV, 5/5 runs): the crash that made tools/run_tests.py isolate test folders.
+    ``compile_openvino`` shares one Core (``openvino_core``), so the process survives.
+    """
+    import subprocess
+    script = tmp_path / 'two_compiles.py'
+    script.write_text(_SIGNAL_AFTER_TWO_COMPILES)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f'rc {proc.returncode}\n{proc.stdout}\n{proc.stderr[-2000:]}'
+    assert 'alive after the signal' in proc.stdout
