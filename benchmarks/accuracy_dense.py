@@ -17,7 +17,9 @@ synthesis iterations, QAT epochs and batch):
   batch of them, ``DataCalibrationHook``), the upper bound that needs data;
 * ablations of MaskAQ: ``maskaq-no-ent``, ``maskaq-no-mad``, ``maskaq-no-refresh``,
   ``maskaq-random-mask`` (a random mask of the same size in L_mad and L_mssim),
-  ``maskaq-no-mssim`` (KD-only QAT: no ``L_mssim``).
+  ``maskaq-no-mssim`` (KD-only QAT: no ``L_mssim``), ``maskaq-no-qat`` (calibration on
+  MaskAQ's first round only: the QAT epochs run with learning rate 0, no refresh; what
+  Stage 2 adds).
 """
 import json
 import os
@@ -47,7 +49,7 @@ TASKS = {
 BITS = {'w4a8': (4, 8), 'w4a4': (4, 4), 'w3a3': (3, 3)}
 METHODS = ('noise', 'psaq', 'mimiq', 'maskaq', 'real')
 ABLATIONS = ('maskaq-no-ent', 'maskaq-no-mad', 'maskaq-no-refresh', 'maskaq-random-mask',
-             'maskaq-no-mssim')
+             'maskaq-no-mssim', 'maskaq-no-qat')
 # Options of the random-mask ablation: Synthesizer (L_mad) and kd (L_mssim weighting).
 RANDOM_MASK = dict(synthesis=dict(mask_mode='random'), kd=dict(mask_mode='random'))
 
@@ -55,7 +57,7 @@ RANDOM_MASK = dict(synthesis=dict(mask_mode='random'), kd=dict(mask_mode='random
 def variant_changes(name: str) -> dict:
     """What a variant changes in the MaskAQ config: synthesis / loss-weight / kd
     overrides, whether the bank is refreshed, and whether real data replaces it."""
-    v = dict(synthesis={}, loss_weights={}, kd={}, refresh=True, real=False)
+    v = dict(synthesis={}, loss_weights={}, kd={}, refresh=True, real=False, lr=None)
     if name == 'noise':
         v.update(synthesis=dict(method='noise'), kd=dict(mssim=0.0), refresh=False)
     elif name == 'psaq':
@@ -72,6 +74,8 @@ def variant_changes(name: str) -> dict:
         v['refresh'] = False
     elif name == 'maskaq-no-mssim':  # KD-only QAT (see the classification factorial)
         v['kd'] = dict(mssim=0.0)
+    elif name == 'maskaq-no-qat':  # Stage 1 + calibration only
+        v.update(refresh=False, lr=0.0)
     elif name == 'maskaq-random-mask':
         v.update(synthesis=dict(RANDOM_MASK['synthesis']), kd=dict(RANDOM_MASK['kd']))
     elif name != 'maskaq':
@@ -93,6 +97,8 @@ def build_config(task: str, variant: str, bits: str, seed: int, budget: dict,
     cfg.model.w_bits, cfg.model.a_bits = w, a
     cfg.model.kd = {**cfg.model.kd, **v['kd']}
     cfg.randomness = dict(seed=seed)
+    if v['lr'] is not None:
+        cfg.optim_wrapper.optimizer.lr = v['lr']
     cfg.train_cfg.max_epochs = epochs
     cfg.train_cfg.val_interval = epochs
     cfg.param_scheduler[0].update(T_max=epochs, end=epochs)
@@ -128,26 +134,37 @@ def build_config(task: str, variant: str, bits: str, seed: int, budget: dict,
     return cfg
 
 
+def config_text(cfg_or_path) -> str:
+    """The text of a dumped config without the lines the Runner adds (launcher, work_dir)."""
+    if isinstance(cfg_or_path, str):
+        with open(cfg_or_path) as f:
+            text = f.read()
+    else:
+        text = cfg_or_path.pretty_text
+    return '\n'.join(line for line in text.splitlines()
+                     if not line.startswith(('launcher = ', 'work_dir = '))).strip()
+
+
 def run_one(task: str, variant: str, bits: str, seed: int, budget: dict, work_root: str,
             data_root: str, threads: int) -> dict:
-    """One training run (or its stored result)."""
+    """One training run, or its stored result when that was made with the same budget
+    and the same config (a changed config, e.g. a new default, runs again)."""
     work_dir = osp.join(work_root, task, variant, bits, f'seed{seed}')
     result_path = osp.join(work_dir, 'result.json')
-    if osp.isfile(result_path):
+    cfg_path = osp.join(work_dir, 'config.py')
+    cfg = build_config(task, variant, bits, seed, budget, data_root)
+    if osp.isfile(result_path) and osp.isfile(cfg_path):
         with open(result_path) as f:
             res = json.load(f)
-        if res.get('budget') == budget:
+        if res.get('budget') == budget and config_text(cfg_path) == config_text(cfg):
             return res
     os.makedirs(work_dir, exist_ok=True)
-    for name in os.listdir(work_dir):  # a stale, unfinished run: start over
-        if name != 'config.py':
-            path = osp.join(work_dir, name)
-            if osp.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
-    cfg = build_config(task, variant, bits, seed, budget, data_root)
-    cfg_path = osp.join(work_dir, 'config.py')
+    for name in os.listdir(work_dir):  # a stale or unfinished run: start over
+        path = osp.join(work_dir, name)
+        if osp.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
     cfg.dump(cfg_path)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                PYTHONHASHSEED='0')

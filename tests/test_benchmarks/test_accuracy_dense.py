@@ -72,6 +72,11 @@ def test_ablations_change_one_thing():
     random_mask = _cfg('det', 'maskaq-random-mask')
     assert _refresh(random_mask).synthesis == {**base.synthesis, 'mask_mode': 'random'}
     assert random_mask.model.kd.mask_mode == 'random' and random_mask.model.kd.mssim == 10.0
+    no_qat = _cfg('seg', 'maskaq-no-qat')
+    seg = _cfg('seg', 'maskaq')
+    assert no_qat.optim_wrapper.optimizer.lr == 0.0 and seg.optim_wrapper.optimizer.lr == 1e-3
+    assert _refresh(no_qat).interval == 0 and _refresh(no_qat).synthesis == _refresh(seg).synthesis
+    assert no_qat.model == seg.model
     with pytest.raises(ValueError, match="unknown variant 'maskaq-typo'"):
         _cfg('det', 'maskaq-typo')
 
@@ -99,3 +104,16 @@ def test_finished_runs_collects_every_call_of_the_same_budget(tmp_path):
     runs = acc.finished_runs(str(tmp_path), BUDGET)
     assert [(r['variant'], r['seed']) for r in runs] == [
         ('noise', 0), ('maskaq', 1), ('maskaq-no-ent', 0)]  # other budget left out
+
+
+def test_a_changed_config_is_not_reused(tmp_path):
+    """run_one reuses a stored result only for the same config text (a changed default, e.g.
+    the segmentation gradient clipping, runs again); the lines the Runner adds to the dumped
+    config (launcher, work_dir) do not count."""
+    cfg = _cfg('seg', 'maskaq')
+    stored = tmp_path / 'config.py'
+    cfg.dump(str(stored))
+    stored.write_text(stored.read_text() + "launcher = 'none'\nwork_dir = '/somewhere'\n")
+    assert acc.config_text(str(stored)) == acc.config_text(cfg)
+    cfg.optim_wrapper.clip_grad = None
+    assert acc.config_text(str(stored)) != acc.config_text(cfg)
