@@ -83,7 +83,7 @@ def test_maskaq_config_contract(path):
     assert dataset.task == TASK_OF_SCOPE[scope]
     optim = cfg.optim_wrapper.optimizer
     assert (optim.type, optim.lr, optim.momentum, optim.nesterov) == ('SGD', 1e-3, 0.9, True)
-    # Segmentation clips the gradient norm (ours: docs/benchmarks.md, "Segmentation");
+    # Segmentation clips the gradient norm (ours: docs/benchmarks.md, "Accuracy (dense tasks)");
     # detection and classification keep the paper's plain SGD.
     clip = cfg.optim_wrapper.get('clip_grad')
     assert clip == (dict(max_norm=5.0, norm_type=2) if scope == 'mmseg' else None)
