@@ -321,7 +321,8 @@ def plot(res: dict, path: str) -> Optional[str]:
     import matplotlib.pyplot as plt
     summary = summarise(res)
     tasks = [t for t in TASKS if any(k[0] == t for k in summary)]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4.6), squeeze=False)
+    colours = dict(zip(METHODS + ABLATIONS, plt.get_cmap('tab20').colors))  # one per variant
     for ax, task in zip(axes[0], tasks):
         key = TASKS[task]['keys'][0]
         variants = [v for v in METHODS + ABLATIONS
@@ -332,7 +333,7 @@ def plot(res: dict, path: str) -> Optional[str]:
             stats = [summary.get((task, v, bb), {}).get(key, (float('nan'), 0, 0))
                      for bb in bits]
             ax.bar([j + i * width for j in range(len(bits))], [s[0] for s in stats], width,
-                   yerr=[s[1] for s in stats], label=v, capsize=2)
+                   yerr=[s[1] for s in stats], label=v, capsize=2, color=colours[v])
         means = [s[key][0] for k, s in summary.items() if k[0] == task]
         fp = res['fp'].get(task, {}).get(key)
         if fp is not None:
@@ -343,8 +344,13 @@ def plot(res: dict, path: str) -> Optional[str]:
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(bits))])
         ax.set_xticklabels([bb.upper() for bb in bits])
         ax.set_title(f'{task}: {TASKS[task]["labels"][0]}')
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    legend = {}  # every variant of every panel, once
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc='lower center', ncol=7, fontsize=7,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))  # room for the legend below the panels
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
