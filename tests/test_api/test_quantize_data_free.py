@@ -67,18 +67,14 @@ def test_same_seed_same_model_even_under_no_grad(make_vit):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize('method,rounds,qat_kw', [
-    ('maskaq', [False, True, True], dict(mssim_weight=10.0, w_high=2.0)),
-    ('mimiq', [False], dict(mssim_weight=10.0, w_high=1.0)),
-    ('psaq', [False], dict(mssim_weight=0.0)),
-    ('noise', [False], dict(mssim_weight=0.0)),
-])
-def test_each_method_runs_its_steps(make_vit, monkeypatch, method, rounds, qat_kw):
+def _spy_rounds_and_losses(monkeypatch, describe):
+    """Record ``describe(synthesizer)`` for each synthesis round and the keyword arguments
+    (but the generator) of each QAT-loss call; returns the two lists, filled as they run."""
     calls, losses = [], []
     synthesize, qat_loss = api.Synthesizer.synthesize, qat_loop.classification_qat_loss
 
     def spy_synthesize(self, *args, **kwargs):
-        calls.append((self.method, self.student is not None, sorted(self.terms)))
+        calls.append(describe(self))
         return synthesize(self, *args, **kwargs)
 
     def spy_loss(*args, **kwargs):
@@ -87,6 +83,18 @@ def test_each_method_runs_its_steps(make_vit, monkeypatch, method, rounds, qat_k
 
     monkeypatch.setattr(api.Synthesizer, 'synthesize', spy_synthesize)
     monkeypatch.setattr(qat_loop, 'classification_qat_loss', spy_loss)
+    return calls, losses
+
+
+@pytest.mark.parametrize('method,rounds,qat_kw', [
+    ('maskaq', [False, True, True], dict(mssim_weight=10.0, w_high=2.0)),
+    ('mimiq', [False], dict(mssim_weight=10.0, w_high=1.0)),
+    ('psaq', [False], dict(mssim_weight=0.0)),
+    ('noise', [False], dict(mssim_weight=0.0)),
+])
+def test_each_method_runs_its_steps(make_vit, monkeypatch, method, rounds, qat_kw):
+    calls, losses = _spy_rounds_and_losses(
+        monkeypatch, lambda syn: (syn.method, syn.student is not None, sorted(syn.terms)))
     refresh = 1 if method == 'maskaq' else None
     quantize_data_free(make_vit(), **{**KW, 'epochs': 2, 'method': method,
                                       'refresh_every': refresh})
@@ -100,19 +108,8 @@ def test_each_method_runs_its_steps(make_vit, monkeypatch, method, rounds, qat_k
 
 def test_qat_loss_and_synthesis_options_reach_every_round(make_vit, monkeypatch):
     """The ablation switches: KD-only / random-mask QAT loss, Synthesizer options."""
-    calls, losses = [], []
-    synthesize, qat_loss = api.Synthesizer.synthesize, qat_loop.classification_qat_loss
-
-    def spy_synthesize(self, *args, **kwargs):
-        calls.append((self.mask_mode, self.objective.mask_mode, sorted(self.terms)))
-        return synthesize(self, *args, **kwargs)
-
-    def spy_loss(*args, **kwargs):
-        losses.append({k: v for k, v in kwargs.items() if k != 'generator'})
-        return qat_loss(*args, **kwargs)
-
-    monkeypatch.setattr(api.Synthesizer, 'synthesize', spy_synthesize)
-    monkeypatch.setattr(qat_loop, 'classification_qat_loss', spy_loss)
+    calls, losses = _spy_rounds_and_losses(
+        monkeypatch, lambda syn: (syn.mask_mode, syn.objective.mask_mode, sorted(syn.terms)))
     quantize_data_free(make_vit(), **{**KW, 'epochs': 2, 'refresh_every': 1},
                        qat_loss=dict(mask_mode='random', mssim_weight=1.0),
                        synthesis=dict(mask_mode='random', loss_weights=dict(ent=0)))
