@@ -18,12 +18,14 @@ clamp), with the loop structure of the authors' ``generate`` in
 * ``L_mad``: a loop over layers, ``Σ|diff|·M / ΣM`` of each layer's batch;
 * a NaN check of the images after every step.
 
-Where the authors' code and METHOD.md differ, METHOD.md (and the choices of
-``maskaq_plugin``) are followed, so that both compute the same numbers: pairs ``i < j``
-of heads (not the full ``H×H`` map), ``k = round(ρ·P)`` (not a floor), ``ρ_t`` and
-``σ_t`` reaching their end values at the last iteration, the random drop applied to the
-top-k list in rank order, L_mad also for Swin, and hierarchical backbones handled per
-group of equally shaped layers (METHOD.md, "Hierarchical backbones"). The random draws
+``L_head`` averages ``1 − SSIM²`` over the full ``H×H`` head matrix of each layer
+(diagonal included), then over all layers, and the mask keeps ``k = int(ρ·P)`` keys
+(a floor), both as in the authors' code and in ``maskaq_plugin``. Where the authors'
+code and METHOD.md differ, METHOD.md (and the choices of ``maskaq_plugin``) are
+followed, so that both compute the same numbers: ``ρ_t`` and ``σ_t`` reaching their
+end values at the last iteration, the random drop applied to the top-k list in rank
+order, L_mad also for Swin, and hierarchical backbones handled per group of equally
+shaped layers (METHOD.md, "Hierarchical backbones"). The random draws
 come from one ``torch.Generator`` in the order of ``Synthesizer`` (augmentation, L_ent
 rows, mask drop), so with the same generator state both draw the same numbers
 (``torch.rand`` of ``(B, n)`` equals ``B`` draws of ``(n,)`` on the CPU).
@@ -63,7 +65,7 @@ def key_grid(rec):
 
 
 def ssim_loss_att_map(records):
-    """``L_head``: mean over layers of the mean over (image, query, pair) of 1 − SSIM²."""
+    """``L_head``: mean over layers of the mean over (image, query, H×H) of 1 − SSIM²."""
     layer_losses = []
     for rec in records:
         att = rec.scores[:, :, 1:, 1:] if rec.has_cls_token else rec.scores
@@ -83,11 +85,7 @@ def ssim_loss_att_map(records):
             ssim_map = ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)) / (
                 (mu_sq.unsqueeze(1) + mu_sq.unsqueeze(2) + C1) *
                 (sigma_sq.unsqueeze(1) + sigma_sq.unsqueeze(2) + C2))
-            pair_losses = []
-            for i in range(heads):
-                for j in range(i + 1, heads):
-                    pair_losses.append((1 - ssim_map[:, i, j]**2).mean())
-            image_losses.append(torch.stack(pair_losses).mean())
+            image_losses.append((1 - ssim_map**2).mean())
         layer_losses.append(torch.stack(image_losses).mean())
     return torch.stack(layer_losses).mean()
 
@@ -123,14 +121,14 @@ def class_row(scores, has_cls_token):
 
 
 def generate_attention_mask(records, ratio, gen, drop_prob=0.3):
-    """Top ``round(ρ·P)`` keys of the layer-averaged profile, then the random drop."""
+    """Top ``int(ρ·P)`` keys of the layer-averaged profile, then the random drop."""
     with torch.no_grad():
         combined = torch.stack([r.scores for r in records]).mean(0)
         combined = class_row(combined, records[0].has_cls_token)  # (B, P)
         masks = []
         for b in range(combined.shape[0]):
             att_b = combined[b]
-            k = min(len(att_b), max(1, round(len(att_b) * ratio)))
+            k = min(len(att_b), max(1, int(len(att_b) * ratio)))
             keep = max(1, int(round(k * (1.0 - drop_prob))))
             top_indices = torch.topk(att_b, k).indices
             if keep < k:

@@ -1,8 +1,9 @@
 """The Stage 1 objective of one iteration: the loss terms of METHOD.md from recorded attention.
 
 Runs the teacher F once (through the task prior, ``L_sem``) while recording its raw
-attention scores, then computes the active terms on them: ``L_head`` (inter-head SSIM)
-and ``L_ent`` (patch-similarity entropy) per layer, ``L_tv`` on the un-augmented images,
+attention scores, then computes the active terms on them: ``L_head`` (inter-head SSIM;
+mean over all recorded layers, single-head layers contributing 0) and ``L_ent``
+(patch-similarity entropy) per layer, ``L_tv`` on the un-augmented images,
 and, with a student Q, the informative-region mask and ``L_mad`` per group of equally
 shaped layers (hierarchical backbones, *ours*), averaged over groups.
 
@@ -80,14 +81,13 @@ class SynthesisObjective:
             terms['tv'] = total_variation(x)  # un-augmented images
         records_f = rec_f.records
         groups = group_records(records_f)
-        # Inter-head similarity needs two heads: single-head layers (the first stage of
-        # PVTv2-b0, MiT-b0 and the digit Swin) have no head pair and are left out (ours).
-        head_groups = [g for g in groups if g[0].scores.shape[1] > 1]
-        if 'head' in self.terms and head_groups:
-            # mean over layers: groups weighted by their layer count
+        if 'head' in self.terms and records_f:
+            # Mean over ALL recorded layers (groups weighted by their layer count), as the
+            # authors average per-layer means: a single-head layer (first stage of
+            # PVTv2-b0, MiT-b0, the digit Swin) gives 0 and still counts in the divisor.
             terms['head'] = sum(len(g) * inter_head_ssim_loss(
                 [r.scores for r in g], has_cls_token=g[0].has_cls_token,
-                grid=key_grid(g[0])) for g in head_groups) / sum(map(len, head_groups))
+                grid=key_grid(g[0])) for g in groups) / len(records_f)
         if 'ent' in self.terms:
             terms['ent'] = sum(len(g) * patch_similarity_entropy(
                 [r.scores for r in g], has_cls_token=g[0].has_cls_token,

@@ -17,7 +17,9 @@ def scores_with_profile(profile, heads=2, queries=3):
     (0.5, 0.25, 6),  # k = 8, keep round(8 * 0.75) = 6
     (0.5, 0.3, 6),  # k = 8, keep round(5.6) = 6
     (0.25, 0.5, 2),  # k = 4, keep 2
-    (0.01, 0.3, 1),  # k = max(1, round(0.16)) = 1, keep 1
+    (0.01, 0.3, 1),  # k = max(1, int(0.16)) = 1, keep 1
+    (0.3, 0.0, 4),  # k = int(4.8) = 4 (a floor, as the authors; rounding would give 5)
+    (0.3, 0.3, 3),  # k = 4, keep round(2.8) = 3 (with k = 5: round(3.5) = 4)
     (0.5, 0.99, 1),  # k = 8, round(0.08) = 0 -> at least one stays
     (1.0, 0.0, 16),
 ])
@@ -29,7 +31,7 @@ def test_count_of_ones(ratio, drop, expected_ones):
     assert mask.shape == (3, 16) and mask.dtype == torch.float32
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
     assert mask.sum(dim=1).tolist() == [expected_ones] * 3
-    k = max(1, round(ratio * 16))
+    k = max(1, int(ratio * 16))
     assert mask[:, :16 - k].sum() == 0  # kept keys are among the top k (largest values)
 
 
@@ -38,6 +40,45 @@ def test_no_drop_keeps_exact_top_k():
     mask = informative_region_mask(scores_with_profile(profile), ratio=0.5,
                                    has_cls_token=False, drop=0.0)
     assert mask[0].tolist() == [1, 0, 1, 0, 1, 0, 0, 1]
+
+
+def authors_generate_attention_mask(att_maps, ratio):
+    """Transcription of the authors' ``generate_attention_mask`` (ViT path, no drop):
+    layers then heads averaged, class-token row over patch keys, per image the top
+    ``k = max(1, int(len(att_b) * ratio))`` keys."""
+    combined = torch.stack(att_maps).mean(0).mean(1)[:, 0, 1:]
+    masks = []
+    for b in range(combined.shape[0]):
+        att_b = combined[b]
+        k = max(1, int(len(att_b) * ratio))
+        mask = torch.zeros_like(att_b)
+        mask[torch.topk(att_b, k)[1]] = 1.0
+        masks.append(mask)
+    return torch.stack(masks)
+
+
+def test_k_is_the_floor_of_ratio_times_p():
+    """P = 49, ρ = 0.3: ρ·P = 14.7 -> k = 14 keys before the drop (rounding: 15)."""
+    torch.manual_seed(0)
+    s = torch.randn(3, 2, 50, 50)  # class token + 7x7 patches
+    mask = informative_region_mask(s, ratio=0.3, has_cls_token=True, drop=0.0)
+    assert mask.shape == (3, 49) and mask.sum(1).tolist() == [14.0] * 3
+    dropped = informative_region_mask(s, ratio=0.3, has_cls_token=True, drop=0.3,
+                                      generator=torch.Generator().manual_seed(0))
+    assert dropped.sum(1).tolist() == [10.0] * 3  # round(14 * 0.7) = round(9.8) = 10
+    assert (dropped <= mask).all()  # the drop keeps a subset of the top 14
+
+
+@pytest.mark.parametrize('num_patches,ratio', [(49, 0.3), (196, 0.5), (196, 0.1),
+                                                (196, 0.37), (16, 0.43), (100, 0.29)])
+def test_top_k_matches_the_authors_generate_attention_mask(num_patches, ratio):
+    torch.manual_seed(num_patches)
+    n = num_patches + 1
+    layers = [torch.randn(4, 3, n, n, dtype=torch.float64) for _ in range(3)]
+    mask = informative_region_mask(layers, ratio=ratio, has_cls_token=True, drop=0.0)
+    expected = authors_generate_attention_mask(layers, ratio)
+    assert torch.equal(mask, expected)
+    assert mask.sum(1).tolist() == [float(max(1, int(num_patches * ratio)))] * 4
 
 
 def test_cls_path_uses_the_class_token_row():

@@ -7,8 +7,12 @@ from maskaq_plugin.losses.functional import inter_head_ssim_loss
 C1, C2 = 0.01**2, 0.03**2
 
 
-def naive_inter_head_ssim(layers, has_cls_token):
-    """Loop over layers, images, query rows and head pairs i < j."""
+def naive_inter_head_ssim(layers, has_cls_token, pairs_only=False):
+    """Loop over layers, images, query rows and all H×H head pairs (i, j), i = j included.
+
+    ``pairs_only=True`` is the former definition (pairs i < j only), kept to measure
+    the difference.
+    """
     terms = []
     for s in layers:
         batch, heads, n, _ = s.shape
@@ -19,7 +23,7 @@ def naive_inter_head_ssim(layers, has_cls_token):
                     row = s[b, h, q, 1:] if has_cls_token else s[b, h, q]
                     maps.append((row - row.min()) / (row.max() - row.min() + 1e-8))
                 for i in range(heads):
-                    for j in range(i + 1, heads):
+                    for j in range(i + 1 if pairs_only else 0, heads):
                         x, y = maps[i], maps[j]
                         mx, my = x.mean(), y.mean()
                         vx, vy = ((x - mx)**2).mean(), ((y - my)**2).mean()
@@ -30,15 +34,66 @@ def naive_inter_head_ssim(layers, has_cls_token):
     return torch.stack(terms).mean()
 
 
+# Transcriptions of the authors' arithmetic (github.com/hfutqian/MaskAQ,
+# MaskAQ/hydra_image_gen_ssim_att_map.py), written out here with plain torch ops:
+# the maps are min-max normalised, means over the map, variances and covariances as
+# E[x²] − μ², the H×H SSIM matrix by broadcasting with ``unsqueeze``, and
+# ``(1 - ssim**2).mean()``.
+
+def authors_vit(layers, grid):
+    """``ssim_loss_att_map`` + ``(1 - ssim_map**2).mean()``: all layers stacked."""
+    h, w = grid
+    stack = torch.stack(layers)[:, :, :, 1:, 1:]  # (L, B, H, N, d): cls row/column dropped
+    num_layers, batch, heads, n, d = stack.shape
+    stack = stack.permute(0, 1, 3, 2, 4).reshape(num_layers, batch * n, heads, d)
+    stack = stack - stack.min(-1, keepdim=True)[0]
+    stack = stack / (stack.max(-1, keepdim=True)[0] + 1e-8)
+    att_map = stack.reshape(num_layers, batch * n, heads, h, w)
+    mu = att_map.mean([-2, -1])
+    mu_sq = mu.pow(2)
+    mu1_mu2 = mu.unsqueeze(2) * mu.unsqueeze(3)
+    sigma_sq = (att_map * att_map).mean([-2, -1]) - mu_sq
+    sigma12 = (att_map.unsqueeze(2) * att_map.unsqueeze(3)).mean([-2, -1]) - mu1_mu2
+    ssim_map = ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)) / (
+        (mu_sq.unsqueeze(2) + mu_sq.unsqueeze(3) + C1) *
+        (sigma_sq.unsqueeze(2) + sigma_sq.unsqueeze(3) + C2))
+    return (1 - ssim_map**2).mean()
+
+
+def authors_swin_layer(att, grid):
+    """One layer of ``ssim_loss_att_map_swin(..., mode='loss')``: ``(1 - ssim**2).mean()``."""
+    h, w = grid
+    batch, heads, n, d = att.shape
+    att_map = att.permute(0, 2, 1, 3).reshape(batch * n, heads, d)
+    att_map = att_map - att_map.min(-1, keepdim=True)[0]
+    att_map = att_map / (att_map.max(-1, keepdim=True)[0] + 1e-8)
+    att_map = att_map.reshape(batch * n, heads, h, w)
+    mu = att_map.mean([-2, -1])
+    mu_sq = mu.pow(2)
+    mu1_mu2 = mu.unsqueeze(1) * mu.unsqueeze(2)
+    sigma_sq = (att_map * att_map).mean([-2, -1]) - mu_sq
+    sigma12 = (att_map.unsqueeze(1) * att_map.unsqueeze(2)).mean([-2, -1]) - mu1_mu2
+    ssim = ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)) / (
+        (mu_sq.unsqueeze(1) + mu_sq.unsqueeze(2) + C1) *
+        (sigma_sq.unsqueeze(1) + sigma_sq.unsqueeze(2) + C2))
+    return (1 - ssim**2).mean()
+
+
+def authors_swin(layers, grid):
+    """``torch.stack(ssim_loss_att_map_swin(layers, mode='loss')).mean()``."""
+    return torch.stack([authors_swin_layer(att, grid) for att in layers]).mean()
+
+
 def test_hand_computed_two_heads():
     # head 0 row [2, 7] -> [0, 1]; head 1 row [-1, -4] -> [1, 0] after min-max.
     # means 0.5 and 0.5, variances 0.25, covariance -0.25, so the luminance factor is 1
-    # and SSIM = (2*(-0.25) + C2) / (0.25 + 0.25 + C2).
+    # and SSIM = (2*(-0.25) + C2) / (0.25 + 0.25 + C2). The 2×2 head matrix has that
+    # value twice (off the diagonal) and SSIM = 1 twice (on it): L = (1 - SSIM²) / 2.
     scores = torch.tensor([[[[2., 7.]], [[-1., -4.]]]], dtype=torch.float64)  # (1, 2, 1, 2)
     ssim = (C2 - 0.5) / (C2 + 0.5)
     loss = inter_head_ssim_loss(scores, has_cls_token=False, grid=(1, 2))
-    assert loss.item() == pytest.approx(1 - ssim**2, abs=1e-7)
-    assert loss.item() == pytest.approx(0.0071749, abs=1e-6)
+    assert loss.item() == pytest.approx((1 - ssim**2) / 2, abs=1e-7)
+    assert loss.item() == pytest.approx(0.0071749 / 2, abs=1e-6)
 
 
 def test_identical_heads_give_zero():
@@ -85,10 +140,62 @@ def test_grid_mismatch_names_both_numbers():
 
 
 def test_bad_inputs_raise():
-    with pytest.raises(ValueError, match='at least 2 heads, got H=1'):
-        inter_head_ssim_loss(torch.randn(1, 1, 4, 4), has_cls_token=False, grid=(2, 2))
     with pytest.raises(ValueError, match='mixes layer shapes'):
         inter_head_ssim_loss([torch.randn(1, 2, 4, 4), torch.randn(1, 2, 9, 9)],
                              has_cls_token=False, grid=(2, 2))
     with pytest.raises(ValueError, match='empty'):
         inter_head_ssim_loss([], has_cls_token=False, grid=(2, 2))
+
+
+def test_vit_matches_the_authors_arithmetic():
+    """Class token, several layers: the authors' ``ssim_loss_att_map`` on the stack."""
+    torch.manual_seed(4)
+    layers = [torch.randn(3, 4, 10, 10, dtype=torch.float64) for _ in range(3)]  # 3x3 + cls
+    loss = inter_head_ssim_loss(layers, has_cls_token=True, grid=(3, 3))
+    torch.testing.assert_close(loss, authors_vit(layers, (3, 3)))
+    torch.testing.assert_close(loss, naive_inter_head_ssim(layers, True))
+
+
+def test_swin_windows_match_the_authors_arithmetic():
+    """No class token, windows as the batch: per layer mean, then mean over layers."""
+    torch.manual_seed(5)
+    layers = [torch.randn(8, 3, 9, 9, dtype=torch.float64) for _ in range(2)]  # 3x3 windows
+    loss = inter_head_ssim_loss(layers, has_cls_token=False, grid=(3, 3))
+    torch.testing.assert_close(loss, authors_swin(layers, (3, 3)))
+
+
+def test_group_mean_over_layers_with_a_single_head_layer_matches_the_authors():
+    """The layer average of the objective (groups weighted by their layer count over
+    ALL layers) is the authors' mean of per-layer means; a single-head layer adds 0 to
+    the numerator and counts in the denominator."""
+    torch.manual_seed(6)
+    groups = [[torch.randn(8, 1, 4, 4, dtype=torch.float64) for _ in range(2)],  # 1 head
+              [torch.randn(2, 4, 4, 4, dtype=torch.float64)]]  # 4 heads, 1 window
+    grids = [(2, 2), (2, 2)]
+    ours = sum(len(g) * inter_head_ssim_loss(g, has_cls_token=False, grid=grid)
+               for g, grid in zip(groups, grids)) / sum(map(len, groups))
+    expected = torch.stack([authors_swin_layer(att, grid) for g, grid in zip(groups, grids)
+                            for att in g]).mean()
+    torch.testing.assert_close(ours, expected)
+    multi = inter_head_ssim_loss(groups[1], has_cls_token=False, grid=(2, 2))
+    torch.testing.assert_close(ours, multi / 3)  # 0 + 0 + multi over three layers
+
+
+def test_single_head_gives_exactly_zero_with_a_graph():
+    torch.manual_seed(7)
+    s = torch.randn(2, 1, 5, 5, requires_grad=True)
+    loss = inter_head_ssim_loss([s, s * 2], has_cls_token=True, grid=(2, 2))
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.isfinite(s.grad).all()
+
+
+def test_diagonal_is_zero_and_ratio_to_the_pair_mean_is_h_minus_1_over_h():
+    """Full H×H mean = (H-1)/H × the pair mean over i < j (so the old pair mean fails)."""
+    torch.manual_seed(8)
+    heads = 4
+    layers = [torch.randn(2, heads, 5, 5, dtype=torch.float64) for _ in range(2)]
+    loss = inter_head_ssim_loss(layers, has_cls_token=True, grid=(2, 2))
+    pair_mean = naive_inter_head_ssim(layers, True, pairs_only=True)
+    torch.testing.assert_close(loss, pair_mean * (heads - 1) / heads)
+    assert abs(loss.item() - pair_mean.item()) > 1e-3

@@ -37,19 +37,22 @@ def inter_head_ssim_loss(scores: Tensor | Sequence[Tensor], *, has_cls_token: bo
     a map on the key grid. Each map is min-max normalised to [0, 1] (``(s - min) /
     (max - min + 1e-8)``) and the global SSIM (means, population variances and
     covariance over all elements of the map, ``C1 = 0.01²``, ``C2 = 0.03²``) is taken
-    between every pair of heads ``i < j``::
+    between every ordered pair of heads ``(i, j)``, which gives an ``H×H`` SSIM matrix::
 
-        L_head = mean over (layer, image, query row, pair i<j) of (1 - SSIM_ij²)
+        L_head = mean over (layer, image, query row, i, j) of (1 - SSIM_ij²)
+
+    The mean runs over the **full** ``H×H`` matrix, diagonal included (its terms are 0:
+    ``SSIM_ii = 1``), as in the authors' code (``(1 - ssim_map**2).mean()`` in
+    ``ssim_loss_att_map`` and, per layer, in ``ssim_loss_att_map_swin``); the pair mean
+    over ``i < j`` is ``H/(H-1)`` times this value. A single-head layer (``H = 1``) gives
+    0. All layers of a group have the same shape, so the mean of the per-layer means is
+    one mean over the stack.
 
     Axes: the map runs over **keys** (``Nk``); the loss averages over **queries**
     (``N``). With a class token, the class-token query row and the class-token key
-    column are both dropped, so only patch queries contribute *(ours; the authors'
-    code does the same)*. Since the SSIM is global, the spatial layout of the map does
-    not change the value; ``grid`` documents and validates the key layout.
-
-    Differences from the authors' code: it averages over the full ``H×H`` head matrix
-    (diagonal and both orders), i.e. ``(H-1)/H`` times the pair mean used here, which
-    follows METHOD.md ("every pair of heads").
+    column are both dropped, so only patch queries contribute (as in the authors'
+    code). Since the SSIM is global, the spatial layout of the map does not change the
+    value; ``grid`` documents and validates the key layout.
 
     Args:
         scores (Tensor | Sequence[Tensor]): raw scores of F, ``(B, H, N, Nk)`` per
@@ -60,31 +63,31 @@ def inter_head_ssim_loss(scores: Tensor | Sequence[Tensor], *, has_cls_token: bo
             number of patch keys.
 
     Returns:
-        Tensor: scalar loss in [0, 1]; 0 when all heads have the same attention map.
+        Tensor: scalar loss in [0, 1]; 0 when all heads have the same attention map,
+        and 0 for ``H = 1``.
     """
     s = stack_layers(scores, 'scores')  # (L, B, H, N, Nk)
     if has_cls_token:
         s = s[..., 1:, 1:]
-    num_heads, num_keys = s.shape[2], s.shape[-1]
+    num_keys = s.shape[-1]
     h, w = grid
     if h * w != num_keys:
         raise ValueError(f'grid={tuple(grid)} has {h * w} cells but the scores have '
                          f'{num_keys} patch keys (Nk={num_keys + int(has_cls_token)}, '
                          f'has_cls_token={has_cls_token}); pass the (h, w) of the key tokens')
-    if num_heads < 2:
-        raise ValueError(f'inter-head SSIM needs at least 2 heads, got H={num_heads}; '
-                         'set the L_head weight to 0 for single-head attention')
     x = s.transpose(2, 3)  # (L, B, N', H, P)
     x = x - x.amin(dim=-1, keepdim=True)
     x = x / (x.amax(dim=-1, keepdim=True) + _RANGE_EPS)
     mu = x.mean(dim=-1)  # (L, B, N', H)
     xc = x - mu.unsqueeze(-1)
-    var = xc.pow(2).mean(dim=-1)  # (L, B, N', H)
     cov = xc @ xc.transpose(-1, -2) / num_keys  # (L, B, N', H, H)
-    i, j = torch.triu_indices(num_heads, num_heads, offset=1, device=x.device)
-    mu_i, mu_j, var_i, var_j = mu[..., i], mu[..., j], var[..., i], var[..., j]
-    ssim = ((2 * mu_i * mu_j + SSIM_C1) * (2 * cov[..., i, j] + SSIM_C2)) / (
-        (mu_i.pow(2) + mu_j.pow(2) + SSIM_C1) * (var_i + var_j + SSIM_C2))
+    # variances from the diagonal of the same matrix, so that SSIM_ii is exactly 1
+    var = cov.diagonal(dim1=-2, dim2=-1)  # (L, B, N', H)
+    mu_sq = mu * mu
+    mu_i, mu_j = mu.unsqueeze(-1), mu.unsqueeze(-2)  # rows i, columns j of the H×H matrix
+    ssim = ((2 * mu_i * mu_j + SSIM_C1) * (2 * cov + SSIM_C2)) / (
+        (mu_sq.unsqueeze(-1) + mu_sq.unsqueeze(-2) + SSIM_C1) *
+        (var.unsqueeze(-1) + var.unsqueeze(-2) + SSIM_C2))  # (L, B, N', H, H)
     return (1 - ssim.pow(2)).mean()
 
 

@@ -36,9 +36,10 @@ def informative_region_mask(scores: Tensor | Sequence[Tensor], *, ratio: float,
 
     The scores are averaged over layers and heads and reduced to one value per patch
     key (class-token row, or mean over query rows without a class token *(ours)*). Per
-    image, the ``k = max(1, round(ratio·P))`` largest keys are kept *(ours: rounding;
-    the authors' code floors)*, then ``max(1, round(k·(1 - drop)))`` of them stay,
-    drawn uniformly without replacement (the authors' formula; Python rounding, half to
+    image, the ``k = min(P, max(1, int(ratio·P)))`` largest keys are kept (rounded
+    down, as the authors' ``int(len(att_b) * ratio)``; e.g. ``P = 49``, ``ρ = 0.3``
+    gives 14.7, so 14 keys), then ``max(1, round(k·(1 - drop)))`` of them stay, drawn
+    uniformly without replacement (the authors' formula; Python rounding, half to
     even). Every image has the same number of ones. (For Swin the authors' code ranks
     all ``N·N`` entries of the averaged score map instead of key tokens; METHOD.md's
     per-key reduction is used here.)
@@ -70,7 +71,7 @@ def informative_region_mask(scores: Tensor | Sequence[Tensor], *, ratio: float,
     with torch.no_grad():
         importance = key_profile(stack_layers(scores, 'scores'), has_cls_token).mean(0)
         batch, num_keys = importance.shape  # (B, P)
-        k = min(num_keys, max(1, round(ratio * num_keys)))
+        k = min(num_keys, max(1, int(ratio * num_keys)))  # floor, as the authors
         keep = max(1, int(round(k * (1 - drop))))
         device = generator.device if generator is not None else importance.device
         if mask_mode == 'random':  # as many keys, uniformly among all P (ablation)
