@@ -6,7 +6,16 @@ therefore write into the *existing* ``nn.Parameter`` objects (``param.data.copy_
 an optimizer built earlier keeps training them.
 
 Statistics are taken with every quantizer disabled (the full-precision activations, as
-NNCF's post-training calibration does):
+NNCF's post-training calibration does).
+
+Recipe ``'lsq'`` (the authors' quantizers, :mod:`.lsq`), as in the released code:
+
+* activations: initialised from the **first batch** only: step ``2·mean|x|/√Q_p``,
+  zero point ``0.1·(min x − step·Q_p)``, signed when that batch has a negative value,
+  LSQ's gradient scale ``1/√(N·Q_p)`` with N the elements of that batch's tensor;
+* weights: nothing to set (their range is recomputed from the weights on every forward).
+
+Recipe ``'nncf'`` (NNCF's quantizers):
 
 * weights: per output channel ``max |w|`` (symmetric, narrow range);
 * activations: the mean over samples of the per-sample min and max ("mean min-max",
@@ -15,8 +24,8 @@ NNCF's post-training calibration does):
   otherwise, with ``s = max(|mean min|, mean max)``; asymmetric ones get
   ``low = mean min``, ``range = mean max - mean min``.
 
-Under ``torch.distributed`` the statistics are averaged over ranks, so every rank holds
-the same ranges.
+Under ``torch.distributed`` the statistics are averaged over ranks (``min`` takes the
+minimum), so every rank holds the same ranges.
 """
 from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Iterator, Union
@@ -27,6 +36,7 @@ from nncf.torch.quantization.layers import AsymmetricQuantizer
 from torch import nn
 
 from .inspect import iter_quantizers
+from .lsq import LSQActivationQuantizer, MinMaxWeightQuantizer
 
 DEFAULT_SUBSET_SIZE = 256
 _MIN_RANGE = 1e-8
@@ -92,9 +102,18 @@ class _Stats:
         self.sum_max = torch.zeros(())
         self.min = torch.tensor(float('inf'))
         self.absmax = None
+        self.first = None  # recipe 'lsq': (mean |x|, min x, numel) of the first batch
 
     def __call__(self, module, args):
         x = args[0].detach().float()
+        if isinstance(self.q, MinMaxWeightQuantizer):  # range follows the weights
+            self.count += 1
+            return
+        if isinstance(self.q, LSQActivationQuantizer):
+            if self.first is None:
+                self.first = torch.stack([x.abs().mean(), x.min()]).cpu(), x.numel()
+            self.count += 1
+            return
         if self.q.per_channel:  # weight: max |w| over every axis but the channel one
             dims = [d for d, s in enumerate(self.q.scale_shape) if s == 1]
             self.absmax = x.abs().amax(dim=dims, keepdim=True) if dims else x.abs()
@@ -108,7 +127,13 @@ class _Stats:
         self.min = torch.minimum(self.min, mins.min().cpu())
 
     def all_reduce(self):
-        if self.absmax is None:
+        if self.first is not None:  # mean of mean|x| over ranks, min of min x
+            total = torch.stack([self.first[0][0], torch.ones(())])  # (sum, ranks)
+            minimum = self.first[0][1:].clone()
+            dist.all_reduce(total)
+            dist.all_reduce(minimum, op=dist.ReduceOp.MIN)
+            self.first = torch.cat([(total[0] / total[1]).reshape(1), minimum]), self.first[1]
+        elif self.absmax is None and not isinstance(self.q, MinMaxWeightQuantizer):
             for t in (self.count, self.sum_min, self.sum_max):
                 dist.all_reduce(t)
             dist.all_reduce(self.min, op=dist.ReduceOp.MIN)
@@ -116,7 +141,12 @@ class _Stats:
     @torch.no_grad()
     def apply(self):
         q = self.q
-        if q.per_channel:
+        if isinstance(q, MinMaxWeightQuantizer):
+            pass
+        elif isinstance(q, LSQActivationQuantizer):
+            (abs_mean, minimum), numel = self.first[0].tolist(), self.first[1]
+            q.init_from_batch(abs_mean, minimum, numel)
+        elif q.per_channel:
             q.scale.copy_(self.absmax.clamp_min(_MIN_RANGE).reshape(q.scale_shape))
         else:
             lo, hi = self.sum_min / self.count, self.sum_max / self.count

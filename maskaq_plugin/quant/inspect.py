@@ -35,7 +35,8 @@ class QuantizerInfo:
         num_bits (int): Bit-width.
         per_channel (bool): Per-channel (weights) or per-tensor (activations).
         signed (bool): Signed range (unsigned activations use ``[0, scale]``).
-        mode (str): ``'symmetric'`` or ``'asymmetric'``.
+        mode (str): ``'symmetric'`` or ``'asymmetric'`` (recipe ``'nncf'``), ``'lsq'``
+            (activations) or ``'minmax'`` (weights) (recipe ``'lsq'``).
     """
 
     name: str
@@ -72,6 +73,15 @@ def _kind(op: str, port: int) -> str:
     return WEIGHT if op_type(op) in WEIGHTED_OP_TYPES and port == 1 else ACTIVATION
 
 
+def _mode(q: BaseQuantizer) -> str:
+    from .lsq import LSQActivationQuantizer, MinMaxWeightQuantizer
+    if isinstance(q, LSQActivationQuantizer):
+        return 'lsq'
+    if isinstance(q, MinMaxWeightQuantizer):
+        return 'minmax'
+    return 'asymmetric' if isinstance(q, AsymmetricQuantizer) else 'symmetric'
+
+
 def quantizer_info(model: nn.Module) -> List[QuantizerInfo]:
     """Describe every fake quantizer of ``model`` (see :class:`QuantizerInfo`)."""
     infos = []
@@ -81,7 +91,7 @@ def quantizer_info(model: nn.Module) -> List[QuantizerInfo]:
             name=name, kind=_kind(op, port), op=op, op_type=op_type(op), port=port,
             scope=op_module_path(op), num_bits=q.num_bits, per_channel=q.per_channel,
             signed=bool(q.signed),
-            mode='asymmetric' if isinstance(q, AsymmetricQuantizer) else 'symmetric'))
+            mode=_mode(q)))
     return infos
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from .calibrate import DEFAULT_SUBSET_SIZE, calibrate_ranges_
 from .extension import ensure_cpu_extension
 from .inspect import wrapped_submodules
+from .lsq import LSQActivationQuantizer, MinMaxWeightQuantizer
 from .placement import WEIGHT, QuantPoint, find_hidden_attention, plan_quantizers
 from .preflight import (InputSizeError, ModuleStack, NothingToQuantizeError,  # noqa: F401
                         QuantizationTraceError, check_quantizes_something, check_runs_on)
@@ -34,15 +35,27 @@ SCHEME_ATTR = 'maskaq_scheme'
 
 
 def make_quantizer(point: QuantPoint, scheme: QuantScheme) -> nn.Module:
-    """NNCF quantizer module for ``point`` (its ranges are set by calibration)."""
+    """NNCF quantizer module for ``point`` (its ranges are set by calibration).
+
+    Recipe ``'lsq'``: :class:`~.lsq.MinMaxWeightQuantizer` / :class:`~.lsq.LSQActivationQuantizer`
+    (the authors'); recipe ``'nncf'``: NNCF's ``SymmetricQuantizer`` (weights, narrow range)
+    and ``SymmetricQuantizer`` / ``AsymmetricQuantizer`` (activations).
+    """
     if point.kind == WEIGHT:
+        lsq = scheme.recipe == 'lsq'
         # is_quantized_on_export: weights are exported already on the grid, so a QDQ or
         # FakeQuantize node downstream is exact whatever its clamping convention.
         spec = PTQuantizerSpec(num_bits=scheme.w_bits, mode=QuantizationScheme.SYMMETRIC,
-                               signedness_to_force=True, narrow_range=True,
+                               signedness_to_force=True, narrow_range=not lsq,
                                half_range=False, scale_shape=point.scale_shape,
                                logarithm_scale=False, is_quantized_on_export=True)
-        return SymmetricQuantizer(spec)
+        return MinMaxWeightQuantizer(spec) if lsq else SymmetricQuantizer(spec)
+    if scheme.recipe == 'lsq':
+        spec = PTQuantizerSpec(num_bits=scheme.a_bits, mode=QuantizationScheme.ASYMMETRIC,
+                               signedness_to_force=None, narrow_range=False,
+                               half_range=False, scale_shape=point.scale_shape,
+                               logarithm_scale=False, is_quantized_on_export=False)
+        return LSQActivationQuantizer(spec)
     symmetric = scheme.activation_mode == 'symmetric'
     spec = PTQuantizerSpec(
         num_bits=scheme.a_bits,

@@ -1,18 +1,29 @@
 """The quantization scheme of MaskAQ's Stage 2 (see docs/method.md, "Stage 2: QAT").
 
 Weights are quantized per output channel, symmetrically, at ``w_bits``; activations per
-tensor at ``a_bits`` with learnable ranges. The model's image input (the input of the
-patch embedding) stays in full precision; every Linear/Conv input and weight and both
-operands of both attention matmuls (``q @ kᵀ`` and ``attn @ v``) are quantized.
+tensor at ``a_bits``. The model's image input (the input of the patch embedding) stays in
+full precision; every Linear/Conv input and weight and both operands of both attention
+matmuls (``q @ kᵀ`` and ``attn @ v``) are quantized.
+
+Two recipes of fake quantizers, both NNCF quantizer modules:
+
+* ``'lsq'`` (default; the authors' released code): activations LSQ with a learnable
+  step and zero point and LSQ's gradient scale; weights per-channel min-max recomputed
+  from the current weights on every forward, no learned range (:mod:`.lsq`).
+* ``'nncf'`` (this project's first recipe): NNCF's own trainable quantizers: weights
+  narrow-range symmetric with a learned per-channel scale, activations symmetric (or
+  asymmetric) with a learned scale, NNCF's raw gradient.
 
 This module does not import NNCF, so the scheme can be built and validated cheaply.
 """
 import numbers
 from dataclasses import KW_ONLY, asdict, dataclass
+from typing import Optional
 
 MIN_BITS = 2
 MAX_BITS = 8
 ACTIVATION_MODES = ('symmetric', 'asymmetric')
+RECIPES = ('lsq', 'nncf')
 
 
 def _check_bits(name: str, value) -> None:
@@ -27,8 +38,9 @@ class QuantScheme:
     """Bit-widths and placement options of the fake-quantized student.
 
     Args:
-        w_bits (int): Weight bit-width, per-channel symmetric (narrow range, i.e.
-            ``2**w_bits - 1`` levels). Integer in [2, 8]. Defaults to 8.
+        w_bits (int): Weight bit-width, per-channel symmetric (``'lsq'``: ``2**w_bits``
+            levels ``[-2^(b-1), 2^(b-1)-1]``; ``'nncf'``: narrow range, ``2**w_bits - 1``
+            levels). Integer in [2, 8]. Defaults to 8.
         a_bits (int): Activation bit-width, per-tensor (``2**a_bits`` levels), for the
             inputs of every Linear/Conv and both operands of both attention matmuls.
             Integer in [2, 8]. Defaults to 8.
@@ -37,17 +49,22 @@ class QuantScheme:
             Defaults to True.
         quantize_attention_matmuls (bool): Quantize both operands of ``q @ kᵀ`` and
             ``attn @ v``. Defaults to True.
-        activation_mode (str): ``'symmetric'`` (one learnable scale per tensor; signed
-            or unsigned from the calibration statistics, LSQ-like, as in the paper) or
-            ``'asymmetric'`` (learnable low end and range). Defaults to ``'symmetric'``.
+        recipe (str): ``'lsq'`` (the authors' quantizers, see the module docstring) or
+            ``'nncf'`` (NNCF's trainable quantizers). Defaults to ``'lsq'``.
+        activation_mode (str, optional): Recipe ``'nncf'`` only: ``'symmetric'`` (one
+            learnable scale per tensor; signed or unsigned from the calibration
+            statistics) or ``'asymmetric'`` (learnable low end and range). Defaults to
+            None (``'symmetric'`` for ``'nncf'``; ``'lsq'`` has its own zero point).
 
     Raises:
-        ValueError: A bit-width outside [2, 8] or not an integer, or an unknown
-            ``activation_mode``.
+        ValueError: A bit-width outside [2, 8] or not an integer, an unknown ``recipe``
+            or ``activation_mode``, or an ``activation_mode`` with ``recipe='lsq'``.
 
     Examples:
         >>> QuantScheme(4, 4).name
         'W4A4'
+        >>> QuantScheme(4, 4).recipe, QuantScheme(4, 4, recipe='nncf').activation_mode
+        ('lsq', 'symmetric')
         >>> QuantScheme(w_bits=9)
         Traceback (most recent call last):
         ...
@@ -59,7 +76,8 @@ class QuantScheme:
     _: KW_ONLY
     keep_input_fp: bool = True
     quantize_attention_matmuls: bool = True
-    activation_mode: str = 'symmetric'
+    recipe: str = 'lsq'
+    activation_mode: Optional[str] = None
 
     def __post_init__(self):
         _check_bits('w_bits', self.w_bits)
@@ -67,9 +85,21 @@ class QuantScheme:
         # Store plain ints (numpy integers would leak into the JSON config).
         object.__setattr__(self, 'w_bits', int(self.w_bits))
         object.__setattr__(self, 'a_bits', int(self.a_bits))
-        if self.activation_mode not in ACTIVATION_MODES:
-            raise ValueError(f'activation_mode must be one of {ACTIVATION_MODES}, '
-                             f'got {self.activation_mode!r}')
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES} ('lsq': the authors' "
+                             f"quantizers; 'nncf': NNCF's), got {self.recipe!r}")
+        if self.recipe == 'lsq':
+            if self.activation_mode is not None:
+                raise ValueError(
+                    f"activation_mode={self.activation_mode!r} applies to recipe='nncf' only "
+                    "(recipe='lsq' learns a step and a zero point per tensor); drop it or "
+                    "pass recipe='nncf'")
+        else:
+            if self.activation_mode is None:
+                object.__setattr__(self, 'activation_mode', 'symmetric')
+            if self.activation_mode not in ACTIVATION_MODES:
+                raise ValueError(f'activation_mode must be one of {ACTIVATION_MODES}, '
+                                 f'got {self.activation_mode!r}')
 
     @property
     def name(self) -> str:
@@ -82,5 +112,10 @@ class QuantScheme:
 
     @classmethod
     def from_dict(cls, fields: dict) -> 'QuantScheme':
-        """Rebuild a scheme saved with :meth:`to_dict`."""
+        """Rebuild a scheme saved with :meth:`to_dict`.
+
+        A dict without ``recipe`` was saved before recipes existed: it is ``'nncf'``.
+        """
+        fields = dict(fields)
+        fields.setdefault('recipe', 'nncf')
         return cls(**fields)

@@ -18,6 +18,8 @@ from .quantize import SCHEME_ATTR
 from .scheme import QuantScheme
 
 FORMAT = 'maskaq-nncf-v1'
+# Quantizer classes a checkpoint may name: NNCF's and this package's (recipe 'lsq').
+ALLOWED_MODULES = ('nncf.*', 'maskaq_plugin.quant.lsq')
 
 
 def save_quantized(qmodel: nn.Module) -> Dict[str, Any]:
@@ -63,7 +65,8 @@ def load_quantized(fp_model: nn.Module, state: Dict[str, Any], example_input: An
     """
     if state.get('format') != FORMAT:
         raise ValueError(f'not a {FORMAT} checkpoint (format={state.get("format")!r})')
-    qmodel = nncf.torch.load_from_config(copy.deepcopy(fp_model), json.loads(state['nncf_config']))
+    qmodel = nncf.torch.load_from_config(copy.deepcopy(fp_model), json.loads(state['nncf_config']),
+                                         allowed_modules=ALLOWED_MODULES)
     qmodel.load_state_dict(state['state_dict'])
     if state.get('scheme') is not None:
         setattr(qmodel, SCHEME_ATTR, QuantScheme.from_dict(state['scheme']))

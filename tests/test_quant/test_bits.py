@@ -31,9 +31,28 @@ def _distinct_values(q, x):
     return counts
 
 
+def _smallest_gaps(q, x):
+    """Per activation quantizer: the smallest gap between distinct output values."""
+    gaps, handles = {}, []
+    for name, quantizer in iter_quantizers(q):
+        if quantizer.per_channel:
+            continue
+
+        def hook(module, args, out, name=name):
+            values = out.detach().unique()
+            gaps[name] = values.diff().min().item() if values.numel() > 1 else 0.0
+        handles.append(quantizer.register_forward_hook(hook))
+    with torch.no_grad():
+        q(x)
+    for h in handles:
+        h.remove()
+    return gaps
+
+
+@pytest.mark.parametrize('recipe', ['lsq', 'nncf'])
 @pytest.mark.parametrize('w_bits,a_bits', SCHEMES + [(2, 2), (8, 4)])
-def test_bits_are_applied(vit, x, w_bits, a_bits):
-    scheme = QuantScheme(w_bits, a_bits)
+def test_bits_are_applied(vit, x, w_bits, a_bits, recipe):
+    scheme = QuantScheme(w_bits, a_bits, recipe=recipe)
     q = quantize_model(vit, scheme, x)
     verify_bits(q, scheme)
     bits = quantizer_bits(q)
@@ -41,18 +60,29 @@ def test_bits_are_applied(vit, x, w_bits, a_bits):
     assert {v for v in bits.values()} == {('weight', w_bits), ('activation', a_bits)}
     counts = _distinct_values(q, x)
     kinds = {i.name: i.kind for i in quantizer_info(q)}
+    w_levels = 2 ** w_bits if recipe == 'lsq' else 2 ** w_bits - 1  # 'nncf': narrow range
     for name, n in counts.items():
-        levels = 2 ** w_bits - 1 if kinds[name] == 'weight' else 2 ** a_bits  # narrow weights
+        levels = w_levels if kinds[name] == 'weight' else 2 ** a_bits
         assert n <= levels, (name, n, levels)
     # ... and the grids are really that fine (not silently coarser).
-    assert max(n for k, n in counts.items() if kinds[k] == 'activation') > 2 ** (a_bits - 1)
+    if recipe == 'nncf':
+        assert max(n for k, n in counts.items() if kinds[k] == 'activation') > 2 ** (a_bits - 1)
+    else:  # LSQ's init range (2·mean|x|·√Q_p) is wider than a small batch: check the step
+        assert max(n for k, n in counts.items() if kinds[k] == 'activation') > 2 ** (a_bits - 3)
+        gaps = _smallest_gaps(q, x)
+        steps = {n: m.step.item() for n, m in iter_quantizers(q) if hasattr(m, 'step')}
+        assert gaps.keys() == steps.keys()
+        assert all(gaps[n] == pytest.approx(steps[n], rel=1e-3) for n in gaps if gaps[n])
     assert max(n for k, n in counts.items() if kinds[k] == 'weight') > 2 ** (w_bits - 1) - 1
+    modes = {i.kind: i.mode for i in quantizer_info(q)}
+    assert modes == ({'weight': 'minmax', 'activation': 'lsq'} if recipe == 'lsq'
+                     else {'weight': 'symmetric', 'activation': 'symmetric'})
 
 
 def test_asymmetric_activations_bits():
     swin = tiny_swin()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    scheme = QuantScheme(4, 3, activation_mode='asymmetric')
+    scheme = QuantScheme(4, 3, recipe='nncf', activation_mode='asymmetric')
     q = quantize_model(swin, scheme, x)
     verify_bits(q, scheme)
     infos = quantizer_info(q)

@@ -5,6 +5,14 @@ models (3 seeds; ViT and Swin): at W8A8 NNCF's exported FakeQuantize/QDQ round e
 differently from its training kernel, and a few 1-LSB flips propagate: ≤ 1.0e-2 measured,
 3e-2 allowed. Below 8 bits ties are rarer and OpenVINO (with OPENVINO_CPU_CONFIG) matches
 to ≤ 4e-7 measured, 1e-5 allowed. OpenVINO's CPU defaults gave 0.07-0.9 at W4A4/W3A3.
+
+The CPU's instruction set matters for OpenVINO's int8 kernels (it runs 8-bit FakeQuantize
++ MatMul patterns in int8): on an AMD EPYC with AVX2 and no VNNI (no avx512_vnni,
+avx_vnni or amx) the W8A8 IR differed by 0.10 (recipe 'nncf') and 0.144 (recipe 'lsq')
+from torch, with every setting of OPENVINO_CPU_CONFIG, and the W4A4 IR matched even with
+dynamic quantization on (it needs VNNI). The likely cause is AVX2's u8×s8 multiply-add
+into saturating int16 pairs; measured, not proved. So the W8A8 OpenVINO bound is 3e-2
+with VNNI and 0.25 without, and the "defaults do not match" checks need VNNI / bf16.
 """
 import os
 import sys
@@ -25,6 +33,19 @@ from maskaq_plugin.quant.export import compile_openvino, openvino_core, relative
 from maskaq_plugin.quant.inspect import iter_quantizers
 
 TOL_8BIT, TOL_LOW_BIT = 3e-2, 1e-5
+
+
+def _cpu_flags():
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next((line.split(':', 1)[1].split() for line in f
+                         if line.startswith('flags')), [])
+    except OSError:
+        return []
+
+
+HAS_VNNI = bool({'avx512_vnni', 'avx_vnni', 'amx_int8'} & set(_cpu_flags()))
+TOL_8BIT_OPENVINO = TOL_8BIT if HAS_VNNI else 0.25  # see the module docstring
 
 
 class FeaturesAndLogits(nn.Module):
@@ -50,9 +71,9 @@ def _ov(compiled, x):
     return [result[o] for o in compiled.outputs]
 
 
-@pytest.fixture(scope='module')
-def q_w4a4(vit, x):
-    return quantize_model(vit, QuantScheme(4, 4), x).eval()
+@pytest.fixture(scope='module', params=['lsq', 'nncf'])
+def q_w4a4(vit, x, request):
+    return quantize_model(vit, QuantScheme(4, 4, recipe=request.param), x).eval()
 
 
 def test_strip_folds_weights_and_keeps_activation_fake_quant(q_w4a4, x):
@@ -62,7 +83,8 @@ def test_strip_folds_weights_and_keeps_activation_fake_quant(q_w4a4, x):
     kinds = [i.kind for i in quantizer_info(stripped)]
     assert kinds == ['activation'] * 17  # 10 weight quantizers folded, no torchao needed
     w = stripped.blocks[0].attn.qkv.weight
-    assert max(row.unique().numel() for row in w) <= 15  # the weight holds its 4-bit grid
+    narrow = q_w4a4.maskaq_scheme.recipe == 'nncf'  # 'nncf' weights: narrow range
+    assert max(row.unique().numel() for row in w) <= (15 if narrow else 16)  # its 4-bit grid
     assert len(quantizer_info(q_w4a4)) == 27  # the original is untouched
     assert 'torchao' not in sys.modules
 
@@ -110,18 +132,21 @@ def test_onnx_low_bit_is_fake_quantize_read_by_openvino(q_w4a4, x, tmp_path):
     nodes = [n for n in onnx.load(path).graph.node if n.op_type == 'FakeQuantize']
     assert len(nodes) == 27 and {n.domain for n in nodes} == {'org.openvinotoolkit'}
     levels = sorted(a.i for n in nodes for a in n.attribute if a.name == 'levels')
-    assert levels == [15] * 10 + [16] * 17  # narrow-range weights, full-range activations
+    if q_w4a4.maskaq_scheme.recipe == 'nncf':  # narrow-range weights, full-range activations
+        assert levels == [15] * 10 + [16] * 17
+    else:  # the authors' grids: [-8, 7] weights, 16-level activations
+        assert levels == [16] * 27
     assert relative_error(_ov(compile_openvino(path), x), _torch(q_w4a4, x)) < TOL_LOW_BIT
 
 
 def test_openvino_w8a8_tuple_outputs(x, tmp_path):
     model = FeaturesAndLogits(tiny_vit(seed=2)).eval()
     q = quantize_model(model, QuantScheme(8, 8), x).eval()
-    xml = export_openvino(q, x, str(tmp_path / 'w8a8.xml'))
+    xml = export_openvino(q, x, str(tmp_path / 'w8a8.xml'), rtol=TOL_8BIT_OPENVINO)
     assert os.path.exists(xml) and os.path.exists(xml[:-4] + '.bin')
     out = _ov(compile_openvino(xml), x)
     assert [o.shape for o in out] == [(4, 17, 32), (4, 10)]
-    assert relative_error(out, _torch(q, x)) < TOL_8BIT
+    assert relative_error(out, _torch(q, x)) < TOL_8BIT_OPENVINO
 
 
 def test_openvino_w4a4_matches_and_cpu_defaults_do_not(q_w4a4, x, tmp_path):
@@ -131,18 +156,21 @@ def test_openvino_w4a4_matches_and_cpu_defaults_do_not(q_w4a4, x, tmp_path):
     assert relative_error(_ov(compile_openvino(xml), x), ref) < TOL_LOW_BIT
     core = openvino_core()
     # Dynamic int8 re-quantization of FullyConnected inputs (group 32), even in f32:
+    # (it needs VNNI: on an AVX2-only CPU it is not applied and the IR matches).
     dyn = core.compile_model(xml, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32',
                                           'DYNAMIC_QUANTIZATION_GROUP_SIZE': 32})
-    assert relative_error(_ov(dyn, x), ref) > 5e-2
+    dyn_error = relative_error(_ov(dyn, x), ref)
+    assert dyn_error > 5e-2 if HAS_VNNI else dyn_error < TOL_LOW_BIT
     if 'BF16' in core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'):
         bf16 = core.compile_model(xml, 'CPU', {'INFERENCE_PRECISION_HINT': 'bf16'})
         assert relative_error(_ov(bf16, x), ref) > 5e-2
 
 
 def test_openvino_export_refuses_a_mismatch(q_w4a4, x, tmp_path, monkeypatch):
-    monkeypatch.setattr(export_module, 'OPENVINO_CPU_CONFIG',
-                        {'INFERENCE_PRECISION_HINT': 'f32', 'DYNAMIC_QUANTIZATION_GROUP_SIZE': 32})
-    with pytest.raises(ExportMismatchError, match='relative L2 error'):
+    # Whatever the CPU: references off by 10 % must be refused at rtol 5e-2.
+    flat = export_module._flat_outputs
+    monkeypatch.setattr(export_module, '_flat_outputs', lambda out: [o * 1.1 for o in flat(out)])
+    with pytest.raises(ExportMismatchError, match='relative L2 error 0.0909'):
         export_openvino(q_w4a4, x, str(tmp_path / 'bad.xml'))
 
 

@@ -38,7 +38,8 @@ def test_clipped_inputs_get_no_gradient_as_in_nncf():
 @pytest.mark.parametrize('mode', ['symmetric', 'asymmetric'])
 def test_frozen_quantizers_give_bit_identical_input_gradients(mode, monkeypatch):
     x = images(4, scale=2.0)  # wide enough to clip at the ranges
-    q = quantize_model(tiny_vit(), QuantScheme(4, 4, activation_mode=mode), x[:1],
+    q = quantize_model(tiny_vit(), QuantScheme(4, 4, recipe='nncf', activation_mode=mode),
+                       x[:1],
                        calib_inputs=images(4))
     q.requires_grad_(False)
     calls, real = [], frozen._FrozenQuantize
@@ -64,7 +65,7 @@ def test_frozen_quantizers_give_bit_identical_input_gradients(mode, monkeypatch)
 
 def test_trainable_ranges_keep_nncf_backward():
     x = images(4, scale=2.0)
-    q = quantize_model(tiny_vit(), QuantScheme(4, 4), x[:1], calib_inputs=images(4))
+    q = quantize_model(tiny_vit(), QuantScheme(4, 4, recipe='nncf'), x[:1], calib_inputs=images(4))
     scales = [p for n, p in q.named_parameters() if p.is_floating_point() and 'nncf' in n]
     assert scales and all(p.requires_grad for p in scales)
 

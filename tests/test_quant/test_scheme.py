@@ -28,18 +28,33 @@ def test_options_are_keyword_only_and_validated():
     with pytest.raises(TypeError):
         QuantScheme(8, 8, False)
     with pytest.raises(ValueError, match="activation_mode.*'affine'"):
-        QuantScheme(activation_mode='affine')
+        QuantScheme(recipe='nncf', activation_mode='affine')
+    with pytest.raises(ValueError, match="activation_mode='asymmetric' applies to recipe='nncf'"):
+        QuantScheme(activation_mode='asymmetric')  # 'lsq' has its own zero point
+    with pytest.raises(ValueError, match="recipe must be one of .*'ours'"):
+        QuantScheme(recipe='ours')
     s = QuantScheme(4, 8, keep_input_fp=False, quantize_attention_matmuls=False)
     assert s.name == 'W4A8' and not s.keep_input_fp and not s.quantize_attention_matmuls
 
 
 def test_frozen_and_dict_round_trip():
-    s = QuantScheme(3, 4, activation_mode='asymmetric')
+    s = QuantScheme(3, 4, recipe='nncf', activation_mode='asymmetric')
     with pytest.raises(AttributeError):
         s.w_bits = 8
     assert QuantScheme.from_dict(s.to_dict()) == s
     assert s.to_dict() == dict(w_bits=3, a_bits=4, keep_input_fp=True,
-                               quantize_attention_matmuls=True, activation_mode='asymmetric')
+                               quantize_attention_matmuls=True, recipe='nncf',
+                               activation_mode='asymmetric')
+    assert QuantScheme.from_dict(QuantScheme(4, 4).to_dict()) == QuantScheme(4, 4)
+
+
+def test_default_recipe_is_the_authors_and_old_dicts_stay_nncf():
+    assert QuantScheme(4, 4).recipe == 'lsq' and QuantScheme(4, 4).activation_mode is None
+    assert QuantScheme(4, 4, recipe='nncf').activation_mode == 'symmetric'
+    # a scheme saved before recipes existed (no 'recipe' key) was NNCF's quantizers
+    old = dict(w_bits=4, a_bits=4, keep_input_fp=True, quantize_attention_matmuls=True,
+               activation_mode='symmetric')
+    assert QuantScheme.from_dict(old) == QuantScheme(4, 4, recipe='nncf')
 
 
 def test_docstring_examples_run():

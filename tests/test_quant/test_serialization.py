@@ -18,7 +18,8 @@ def _round_trip(state):
 
 
 @pytest.mark.parametrize(
-    'scheme', [QuantScheme(4, 4), QuantScheme(3, 8, activation_mode='asymmetric')])
+    'scheme', [QuantScheme(4, 4), QuantScheme(4, 4, recipe='nncf'),
+               QuantScheme(3, 8, recipe='nncf', activation_mode='asymmetric')])
 def test_round_trip_is_bit_identical_after_training(vit, x, scheme):
     q = quantize_model(vit, scheme, x)
     optimizer = torch.optim.SGD(q.parameters(), lr=0.05)
