@@ -133,13 +133,18 @@ def save_fp(model, x_test, y_test):
     return model.eval(), acc
 
 
+RECIPE = 'lsq'  # the students' quantizers (tools/benchmark_cls.py --recipe sets it)
+
+
 def build_pair(fp, w_bits, a_bits):
-    """``(teacher, student)``: F with explicit attention (frozen) and its fake-quantized Q."""
+    """``(teacher, student)``: F with explicit attention (frozen) and its fake-quantized Q
+    (quantizers of :data:`RECIPE`)."""
     from maskaq_plugin.attention import make_attention_explicit
     from maskaq_plugin.quant import QuantScheme, quantize_model
     teacher = copy.deepcopy(fp)
     make_attention_explicit(teacher)
-    q = quantize_model(teacher, QuantScheme(w_bits, a_bits), torch.zeros(1, 3, 32, 32))
+    q = quantize_model(teacher, QuantScheme(w_bits, a_bits, recipe=RECIPE),
+                       torch.zeros(1, 3, 32, 32))
     teacher.requires_grad_(False)  # after quantize_model: Q keeps trainable weights
     return teacher, q
 

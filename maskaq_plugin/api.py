@@ -103,7 +103,7 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
                        refresh_every: Optional[int] = None, lr: Optional[float] = None,
                        seed: int = 0, progress: bool = True,
                        qat_loss: Optional[dict] = None,
-                       synthesis: Optional[dict] = None) -> nn.Module:
+                       synthesis: Optional[dict] = None, recipe: str = 'lsq') -> nn.Module:
     """Quantize a Vision-Transformer classifier without real data.
 
     Steps: copy ``model`` and make its attention explicit (the teacher F); build the
@@ -151,6 +151,10 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
             options for every round: ``lr``, ``loss_weights``, ``mask_mode``,
             ``max_retries``; e.g. ``dict(loss_weights=dict(ent=0))`` (MaskAQ without
             ``L_ent``) or ``dict(mask_mode='random')``. Defaults to None.
+        recipe (str): Fake quantizers of the student (the same for every method):
+            ``'lsq'`` (the authors': LSQ activations with a learnable zero point,
+            per-channel min-max weights) or ``'nncf'`` (NNCF's trainable scales); see
+            :class:`~maskaq_plugin.quant.QuantScheme`. Defaults to ``'lsq'``.
 
     Returns:
         nn.Module: The fake-quantized model (NNCF), in eval mode.
@@ -174,6 +178,9 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     _validate(model, input_size, num_classes, mean, std, w_bits, a_bits, method,
               num_samples, synthesis_iters, batch_size, epochs, refresh_every, lr, seed,
               qat_loss, synthesis)
+    from .quant.scheme import RECIPES
+    if recipe not in RECIPES:
+        raise ValueError(f'recipe={recipe!r} is unknown: use one of {list(RECIPES)}')
     from .quant import QuantScheme, calibrate_ranges_, quantize_model  # imports NNCF
 
     def log(msg: str) -> None:
@@ -185,7 +192,7 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     teacher = copy.deepcopy(model).eval()
     make_attention_explicit(teacher)
     # 2. student Q: fake-quantized copy of it (keeps the model's requires_grad flags)
-    scheme = QuantScheme(w_bits, a_bits)
+    scheme = QuantScheme(w_bits, a_bits, recipe=recipe)
     nncf_logger = logging.getLogger('nncf')
     nncf_level = nncf_logger.level
     if not progress:  # NNCF logs the first load of its CPU extension at INFO

@@ -100,6 +100,9 @@ def parse_args():
     parser.add_argument('--factorial-losses', nargs='+', default=['kd', 'mssim10', 'mssim1'],
                         choices=list(FACTORIAL_LOSSES),
                         help='; '.join(f'{k}: {v[0]}' for k, v in FACTORIAL_LOSSES.items()))
+    parser.add_argument('--recipe', default='lsq', choices=['lsq', 'nncf'],
+                        help="the students' fake quantizers, the same for every row "
+                        "(lsq: the authors'; nncf: NNCF's trainable scales)")
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads (default 1: a shared 2-core box)')
     parser.add_argument('--retrain', action='store_true', help='retrain the FP model')
@@ -128,6 +131,8 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     from maskaq_plugin import quantize_data_free
+    import benchmarks.cls_digits as cls_digits
+    cls_digits.RECIPE = args.recipe
     refresh = args.refresh_every or max(1, args.epochs // 2)
     # 1. data
     x_train, y_train, x_test, y_test = load_digits(args.digits)
@@ -143,6 +148,8 @@ def main():
         extra = (f' --bits {" ".join(args.bits)} --factorial --factorial-images '
                  f'{" ".join(args.factorial_images)} --factorial-losses '
                  f'{" ".join(args.factorial_losses)}')
+        if args.recipe != 'lsq':
+            extra += f' --recipe {args.recipe}'
         command = budget_command(args, budget, refresh, extra)
         text += f'\n\nCommand ({machine_note(args, total)}):\n\n```bash\n{command}\n```'
         print(text)
@@ -176,7 +183,7 @@ def main():
                 q = quantize_data_free(
                     fp, input_size=(3, 32, 32), num_classes=10, mean=MEAN, std=STD,
                     w_bits=w_bits, a_bits=a_bits, method=method, seed=seed, progress=False,
-                    lr=args.lr, **budget, **kwargs)
+                    lr=args.lr, recipe=args.recipe, **budget, **kwargs)
                 seconds = time.time() - start
                 acc = accuracy(q, x_test, y_test)
                 results.setdefault((bits, key), []).append((acc, seconds))
@@ -194,6 +201,8 @@ def main():
         extra += ' --skip-refs'
     if args.doc_block != 'main':
         extra += f' --doc-block {args.doc_block}'
+    if args.recipe != 'lsq':
+        extra += f' --recipe {args.recipe}'
     head = '| method | ' + ' | '.join(f'{b} acc (%) | {b} time (s)' for b in args.bits) + ' |'
     table = [head, '|' + '---|' * (1 + 2 * len(args.bits)),
              '| FP (32-bit) | ' + ' | '.join(f'{fp_acc:.2f} | –' for _ in args.bits) + ' |']
@@ -207,7 +216,9 @@ def main():
         cells = []
         for bits in args.bits:
             runs = results[(bits, key)]
-            cells += [fmt([a for a, _ in runs]), fmt([s for _, s in runs], digits=0)]
+            per_seed = ' / '.join(f'{a:.1f}' for a, _ in runs) if len(runs) > 1 else ''
+            cells += [fmt([a for a, _ in runs]) + (f' ({per_seed})' if per_seed else ''),
+                      fmt([s for _, s in runs], digits=0)]
         table.append(f'| {label} | ' + ' | '.join(cells) + ' |')
     text = '\n'.join([
         f'Tiny timm ViT ({VIT_CFG["embed_dim"]}-dim, depth {VIT_CFG["depth"]}, '
@@ -219,7 +230,7 @@ def main():
         f'MaskAQ also refreshes its set every {refresh} epochs (the time column shows '
         f'what that costs)'
         + (f'; QAT loss overrides for every row: {qat_loss}' if qat_loss else '') +
-        f'. Seeds: {", ".join(map(str, args.seeds))}'
+        f'. Quantizers: recipe `{args.recipe}`. Seeds: {", ".join(map(str, args.seeds))}'
         f'{" (mean ± std)" if len(args.seeds) > 1 else ""}.', '', *table, '',
         f'Command ({machine_note(args, total)}):', '',
         '```bash', budget_command(args, budget, refresh, extra), '```', ''])
