@@ -1,4 +1,4 @@
-"""MaskAQ as an OpenMMLab model: a frozen FP teacher and a backbone-quantized student.
+"""MaskAQ as an OpenMMLab model: a frozen FP teacher and a fake-quantized student.
 
 Qian et al., "Selective Coupling of Decoupled Informative Regions: Masked Attention
 Alignment for Data-Free Quantization of Vision Transformers", ICML 2026. Stage 2 (QAT)
@@ -7,10 +7,12 @@ runs here; Stage 1 (synthesis) runs in ``SampleRefreshHook`` through
 
 MMEngine builds the optimizer right after the model, before any hook, so everything the
 optimizer trains exists when ``__init__`` returns: the student's NNCF quantizers are
-created here (ranges calibrated later, in place, by the hook).
+created here (ranges calibrated later, in place, by the hook, e.g. through
+:meth:`MaskAQAlgorithm.calibrate_student_`).
 """
 import copy
-from typing import Dict, Optional, Sequence, Union
+from contextlib import contextmanager
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.dist import all_reduce
@@ -40,18 +42,109 @@ class NonFiniteLossError(FloatingPointError):
     """Too many QAT steps in a row had a non-finite loss."""
 
 
+HEAD_LAYER_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+class _HeadCall(nn.Module):
+    """``head(tuple(feats))`` taking the features as positional tensors.
+
+    :func:`~maskaq_plugin.quant.calibrate_ranges_` unpacks a tuple batch into positional
+    arguments; an mmpretrain head takes the tuple itself.
+    """
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, *feats):
+        return self.head(tuple(feats))
+
+
+def quantize_head_layers_(head: nn.Module, scheme, feats) -> List[str]:
+    """Fake-quantize, in place, every Linear / Conv layer that runs in ``head(feats)``.
+
+    Each such layer is replaced by its :func:`~maskaq_plugin.quant.quantize_model` copy,
+    traced on the input it receives in ``head(tuple(feats))`` (so, with
+    ``keep_input_fp=False``, its input and weight are both quantized). The head itself
+    stays an ordinary module: ``forward`` / ``loss`` / ``predict`` are unchanged, and the
+    state-dict keys of its weights too (the quantizers add ``__nncf_hooks`` entries).
+
+    Why not ``quantize_model(head, ...)``: NNCF registers only top-level tensor arguments
+    as graph inputs, so the first layer of a head called on a tuple of features would get
+    no input quantizer.
+
+    Args:
+        head (nn.Module): The student's head (modified in place).
+        scheme (QuantScheme): Its scheme (``keep_input_fp=False``).
+        feats: What the head receives in the real forward (neck output).
+
+    Returns:
+        list[str]: Paths (in ``head``) of the quantized layers; empty if none runs.
+
+    Raises:
+        NotImplementedError: A layer runs more than once per forward (its later calls
+            would not be quantized).
+    """
+    from ..quant import quantize_model
+    calls: Dict[str, list] = {}
+    handles = [m.register_forward_pre_hook(
+        lambda mod, args, path=path: calls.setdefault(path, []).append(args))
+        for path, m in head.named_modules() if path and isinstance(m, HEAD_LAYER_TYPES)]
+    try:
+        with torch.no_grad(), _eval_mode(head):
+            head(tuple(feats))
+    finally:
+        for h in handles:
+            h.remove()
+    shared = [path for path, args in calls.items() if len(args) > 1]
+    if shared:
+        raise NotImplementedError(f'{type(head).__name__} runs {shared} more than once per '
+                                  'forward: quantizing it is not supported '
+                                  '(quantize_head=False)')
+    for path, (args, ) in calls.items():
+        parent, _, name = path.rpartition('.')
+        owner = head.get_submodule(parent) if parent else head
+        setattr(owner, name, quantize_model(head.get_submodule(path), scheme, tuple(args)))
+    return list(calls)
+
+
+@contextmanager
+def _eval_mode(module: nn.Module):
+    """Every submodule of ``module`` in eval mode inside the block (modes restored)."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 @MODELS.register_module()
 class MaskAQAlgorithm(BaseModel):
-    """Data-free MaskAQ QAT of the backbone of an mmdet / mmseg / mmpretrain model.
+    """Data-free MaskAQ QAT of an mmdet / mmseg / mmpretrain model.
 
     Teacher and student are built from ``architecture`` and both load
     ``teacher_checkpoint``; the student's backbone is made attention-explicit and
-    fake-quantized with NNCF. Only the student backbone (weights and quantizer ranges)
-    is trained by default; necks and heads stay full precision and frozen.
+    fake-quantized with NNCF (its image input stays full precision). A classifier's head
+    is fake-quantized too (``quantize_head``, default for 'cls'): the input and weight of
+    its Linear layers at ``a_bits`` / ``w_bits``, as the authors do; detectors and
+    segmentors keep necks and heads in full precision (only the backbone is quantized).
+    The quantized parts (:meth:`quantized_modules`: backbone, and head when quantized)
+    train, weights and quantizer ranges; everything else is frozen by default.
+
+    **Every teacher and student module runs in eval mode, also while training**
+    (:meth:`train`): no dropout, no stochastic depth (drop path), no BatchNorm statistic
+    updates; ``self.training`` still follows ``mode`` and gradients, ``requires_grad``
+    and the quantizers' learnable ranges are unaffected. With the FP recipe's
+    ``drop_path_rate`` (0.1-0.3), Q would be a noisy copy of F that the distillation then
+    fits (see :func:`maskaq_plugin.qat.loop.run_classification_qat`, which trains the
+    same way, as the authors' code does).
 
     Loss (prefixed ``distill.``): ``loss_feat`` (normalised MSE of the backbone outputs),
-    ``loss_task`` (task outputs, see :mod:`.task_distill`) and ``loss_mssim``
-    (``L_mssim`` of the backbone attention outputs), each times its ``kd`` weight.
+    ``loss_task`` (task outputs, see :mod:`.task_distill`; for a classifier, the logits
+    of the quantized head) and ``loss_mssim`` (``L_mssim`` of the backbone attention
+    outputs), each times its ``kd`` weight.
 
     A step whose loss is non-finite (on any rank) is skipped: the returned loss is a zero
     that reaches no parameter, so every gradient stays ``None`` and the optimizer leaves
@@ -74,9 +167,18 @@ class MaskAQAlgorithm(BaseModel):
             weights as many random tokens). Defaults: det/seg ``feat=1, task=1,
             mssim=10, T=1``; cls ``feat=0, task=1, mssim=10, T=5``.
         quant (dict, optional): Extra ``QuantScheme`` options (``keep_input_fp``,
-            ``quantize_attention_matmuls``, ``activation_mode``). Defaults to None.
-        train_heads (bool): Also train the student's neck and heads (full precision).
-            Defaults to False (frozen, eval mode: their BatchNorm statistics stay).
+            ``quantize_attention_matmuls``, ``recipe``, ...), for the backbone and the
+            head (whose scheme always has ``keep_input_fp=False``: the head's input is a
+            backbone feature, not the image). Defaults to None.
+        quantize_head (bool, optional): Fake-quantize the student's ``head`` (same bits,
+            input and weight of every Linear / Conv in it) and train it (weights and
+            ranges; a neck stays frozen). Only classifiers (mmpretrain, one ``head``)
+            support it. Defaults to None: True for 'cls' (as in the paper), False for
+            'det' / 'seg' (dense tasks quantize only the backbone, by design).
+        train_heads (bool): Also make the student's neck and heads trainable
+            (``requires_grad``; full precision unless quantized). They still run in eval
+            mode like every other module (BatchNorm statistics stay, no dropout).
+            Defaults to False (frozen).
         max_nonfinite_steps (int): Consecutive non-finite steps tolerated. Defaults to 10.
         allow_random_teacher (bool): Permit ``teacher_checkpoint=None`` (tests,
             benchmarks). Defaults to False.
@@ -87,7 +189,8 @@ class MaskAQAlgorithm(BaseModel):
     def __init__(self, architecture: dict, teacher_checkpoint: Optional[str] = None,
                  w_bits: int = 8, a_bits: int = 8,
                  input_size: Sequence[int] = (3, 224, 224), kd: Optional[dict] = None,
-                 quant: Optional[dict] = None, train_heads: bool = False,
+                 quant: Optional[dict] = None, quantize_head: Optional[bool] = None,
+                 train_heads: bool = False,
                  max_nonfinite_steps: int = 10, allow_random_teacher: bool = False,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
@@ -115,21 +218,44 @@ class MaskAQAlgorithm(BaseModel):
 
         teacher = build_in_scope(architecture, scope)
         self.task = task_of(teacher)
+        explicit_head = quantize_head is not None
+        if quantize_head is None:
+            quantize_head = self.task == 'cls'
+        if quantize_head and self.task != 'cls':
+            raise ValueError(f'quantize_head=True is supported for classifiers only; a '
+                             f'{self.task} model quantizes its backbone only (got '
+                             f'{type(teacher).__name__})')
         if teacher_checkpoint is not None:
             load_state_dict_strict(teacher, teacher_checkpoint)
         make_attention_explicit(teacher.backbone)
+        teacher.eval()
         student = copy.deepcopy(teacher)
         example = torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0))
         student.backbone = quantize_model(student.backbone, scheme, example)
+        head_scheme = None
+        if quantize_head:
+            # The head's input is a backbone feature: nothing in it is the raw image.
+            head_scheme = QuantScheme(w_bits, a_bits,
+                                      **dict(quant or {}, keep_input_fp=False))
+            with torch.no_grad():
+                feats = self._neck(teacher, teacher.backbone(example))
+            if not quantize_head_layers_(student.head, head_scheme, feats):
+                if explicit_head:
+                    raise ValueError(f'quantize_head=True but {type(student.head).__name__} '
+                                     'runs no Linear / Conv layer; pass quantize_head=False')
+                print_log(f'{type(student.head).__name__} runs no Linear / Conv layer: '
+                          'the head stays full precision', logger='current', level=30)
+                quantize_head, head_scheme = False, None
         teacher.requires_grad_(False)
+        trained = ('backbone.', 'head.') if quantize_head else ('backbone.',)
         if not train_heads:
             for name, p in student.named_parameters():
-                if not name.startswith('backbone.'):
+                if not name.startswith(trained):
                     p.requires_grad_(False)
-        teacher.eval()
         self.teacher, self.student = teacher, student
 
-        self.scheme, self.scope = scheme, scope
+        self.scheme, self.head_scheme, self.scope = scheme, head_scheme, scope
+        self.quantize_head = bool(quantize_head)
         self.input_size = tuple(int(v) for v in input_size)
         self.teacher_checkpoint = teacher_checkpoint
         self.train_heads = train_heads
@@ -142,11 +268,82 @@ class MaskAQAlgorithm(BaseModel):
         self.max_nonfinite_steps = max_nonfinite_steps
         self.nonfinite_in_row = 0
         self.nonfinite_total = 0
+        self.train(self.training)  # teacher and student in eval mode from the start
+
+    # ------------------------------------------------------------ quantized parts
+    def quantized_modules(self) -> List[Tuple[str, nn.Module]]:
+        """``(name, module)`` of every quantized part of the student, in forward order:
+        ``('backbone', student.backbone)`` (NNCF-wrapped) and, when ``quantize_head``,
+        ``('head', student.head)`` (an ordinary head whose Linear / Conv layers are
+        NNCF-wrapped, see :func:`quantize_head_layers_`). Names are attributes of
+        ``self.student``; :func:`maskaq_plugin.quant.iter_quantizers`,
+        ``quantizer_info`` and ``quantizers_disabled`` take either part. Calibrate them
+        with :meth:`calibrate_student_` (the head runs on features, not images)."""
+        parts = [('backbone', self.student.backbone)]
+        if self.quantize_head:
+            parts.append(('head', self.student.head))
+        return parts
+
+    @torch.no_grad()
+    def head_inputs(self, images: Tensor) -> Tuple[Tensor, ...]:
+        """What the student's head receives on ``images`` with its backbone in full
+        precision: ``student.neck(student.backbone(images))`` (or the backbone output
+        when there is no neck), quantizers disabled, modules in eval mode, no grad.
+
+        Before QAT this is exactly the teacher's feature (the student is a copy of it).
+        """
+        from ..quant import quantizers_disabled
+        with _eval_mode(self.student), quantizers_disabled(self.student.backbone):
+            feats = self._neck(self.student, self.student.backbone(images))
+        return tuple(feats) if isinstance(feats, (tuple, list)) else (feats,)
+
+    def calibrate_student_(self, batches: Union[Tensor, Iterable[Tensor]], *,
+                           subset_size: Optional[int] = None) -> 'MaskAQAlgorithm':
+        """Set the ranges of every student quantizer from image batches, in place.
+
+        Calls :func:`maskaq_plugin.quant.calibrate_ranges_` on each part of
+        :meth:`quantized_modules`: the backbone on the images, the head (when quantized)
+        on :meth:`head_inputs` of the same images (the features a full-precision backbone
+        produces, as every range is calibrated with the quantizers disabled). The
+        quantizer parameters keep their identity (an optimizer built before still trains
+        them); collective under ``torch.distributed`` (every rank must call it).
+
+        Args:
+            batches (Tensor | Iterable[Tensor]): One ``(N, C, H, W)`` batch of
+                preprocessed images (what ``data_preprocessor`` returns as ``inputs``)
+                or an iterable of them, on the student's device.
+            subset_size (int, optional): Use at most this many images. Defaults to None
+                (``calibrate_ranges_``'s default, 256).
+
+        Returns:
+            MaskAQAlgorithm: ``self``.
+        """
+        from ..quant import calibrate_ranges_
+        from ..quant.calibrate import DEFAULT_SUBSET_SIZE
+        limit = DEFAULT_SUBSET_SIZE if subset_size is None else int(subset_size)
+        used, seen = [], 0
+        for batch in ([batches] if isinstance(batches, Tensor) else batches):
+            if seen >= limit:
+                break
+            used.append(batch[:limit - seen])
+            seen += used[-1].shape[0]
+        if not used:
+            raise ValueError('calibrate_student_ got no image batch')
+        for name, module in self.quantized_modules():
+            if name == 'backbone':
+                calibrate_ranges_(module, used, subset_size=limit)
+            else:  # head: the features of those images, one tuple of tensors per batch
+                calibrate_ranges_(_HeadCall(module).eval(),
+                                  [self.head_inputs(b) for b in used], subset_size=limit)
+        return self
 
     # ------------------------------------------------------------- accessors
     @property
     def student_backbone_quantized(self) -> nn.Module:
-        """The NNCF-wrapped student backbone (its quantizers and weights train)."""
+        """The NNCF-wrapped student backbone (its quantizers and weights train).
+
+        Not the only quantized part when ``quantize_head``: see :meth:`quantized_modules`.
+        """
         return self.student.backbone
 
     @property
@@ -194,12 +391,11 @@ class MaskAQAlgorithm(BaseModel):
         """
 
     def train(self, mode: bool = True) -> 'MaskAQAlgorithm':
+        """Set ``self.training = mode`` (MMEngine reads it); teacher and student stay in
+        eval mode whatever ``mode`` is (see the class docstring)."""
         super().train(mode)
         self.teacher.eval()
-        if not self.train_heads:
-            for name, child in self.student.named_children():
-                if name != 'backbone':
-                    child.eval()
+        self.student.eval()
         return self
 
     # -------------------------------------------------------------- forward

@@ -9,6 +9,7 @@ from mmengine.registry import MODELS, DefaultScope
 import maskaq_plugin  # noqa: F401
 import tiny_archs
 from maskaq_plugin.models import MaskAQAlgorithm, NonFiniteLossError
+from maskaq_plugin.quant.inspect import iter_quantizers
 from maskaq_plugin.synthesis.priors import (ClassificationPrior, DetectionPrior,
                                             SegmentationPrior)
 
@@ -27,8 +28,19 @@ def _fp_checkpoint(tmp_path_factory, name):
 def _algo(name, ckpt=None, **kwargs):
     cfg = dict(type='MaskAQAlgorithm', architecture=ARCHS[name](), w_bits=4, a_bits=8,
                input_size=(3, 64, 64), teacher_checkpoint=ckpt,
-               allow_random_teacher=ckpt is None, **kwargs)
+               allow_random_teacher=ckpt is None)
+    cfg.update(kwargs)
     return MODELS.build(cfg)
+
+
+def _optimizer_state(model):
+    """What an optimizer step may move: every parameter and buffer except the NNCF
+    quantizers' non-learned state (``recipe='lsq'`` weight quantizers refresh their
+    per-channel range from the current weights on every forward)."""
+    params = {n: p for n, p in model.named_parameters()
+              if p.requires_grad or '__nncf_hooks' not in n}
+    params.update((n, b) for n, b in model.named_buffers() if '__nncf_hooks' not in n)
+    return {n: v.detach().clone() for n, v in params.items()}
 
 
 def _batch(algo, n=2, seed=0):
@@ -62,15 +74,21 @@ def test_teacher_and_student_load_the_checkpoint(mask_rcnn):
                        ref['roi_head.bbox_head.fc_cls.weight'])
 
 
-def test_only_student_backbone_trains_and_teacher_stays_eval(mask_rcnn):
+def test_only_student_backbone_trains_and_every_module_stays_eval(mask_rcnn):
     algo, _, _ = mask_rcnn
     trainable = [n for n, p in algo.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith('student.backbone.') for n in trainable)
     assert any('__nncf_hooks' in n for n in trainable)  # quantizer ranges learn
-    algo.train()
-    assert not algo.teacher.training and not any(m.training for m in algo.teacher.modules())
-    assert algo.student.backbone.training and not algo.student.roi_head.training
+    for mode in (True, False, True):
+        algo.train(mode)
+        assert algo.training is mode  # MMEngine reads it
+        assert not any(m.training for m in algo.teacher.modules())
+        assert not any(m.training for m in algo.student.modules())
     assert algo.student_backbone_quantized is algo.student.backbone
+    assert algo.quantize_head is False and algo.head_scheme is None
+    assert [n for n, _ in algo.quantized_modules()] == ['backbone']
+    names = [n for n, _ in iter_quantizers(algo.student)]
+    assert names and all(n.startswith('backbone:') for n in names)  # heads stay FP
 
 
 def test_loss_keys_grads_and_optimizer_step(mask_rcnn):
@@ -196,7 +214,7 @@ def test_nonfinite_steps_are_skipped_counted_and_bounded():
     wrapper = OptimWrapper(torch.optim.SGD(algo.parameters(), lr=0.1, momentum=0.9,
                                            weight_decay=0.1))
     algo.train_step(data, wrapper)  # finite: builds momentum buffers
-    before = copy.deepcopy(algo.student.state_dict())
+    before = _optimizer_state(algo.student)
 
     def poison():  # the task term becomes NaN (connected to the student's graph)
         algo._task_loss = lambda x_t, x_s, samples: x_s[0].sum() * float('nan')
@@ -205,8 +223,8 @@ def test_nonfinite_steps_are_skipped_counted_and_bounded():
     for i in (1, 2):
         log = algo.train_step(data, wrapper)
         assert float(log['distill.nonfinite_steps']) == i and float(log['loss']) == 0
-        for k, v in algo.student.state_dict().items():  # momentum/decay did not move it
-            assert torch.equal(v, before[k]), k
+        for k, v in _optimizer_state(algo.student).items():  # momentum/decay did not
+            assert torch.equal(v, before[k]), k  # move it
     del algo._task_loss  # finite again: the streak resets
     algo.train_step(data, wrapper)
     assert algo.nonfinite_in_row == 0 and algo.nonfinite_total == 2
@@ -244,14 +262,15 @@ def _ddp_worker(rank, world, init_file):
         x, samples = _batch(algo, seed=rank)
         data = dict(inputs=x * 58 + 120, data_samples=samples)
         ddp.train_step(data, wrapper)
-        before = copy.deepcopy(algo.student.state_dict())
+        before = _optimizer_state(algo.student)
         trained = [p for p in algo.student.parameters() if p.requires_grad]
         start = torch.cat([p.detach().flatten() for p in trained])
         if rank == 1:  # only rank 1 sees a NaN: every rank must skip
             algo._task_loss = lambda x_t, x_s, samples: x_s[0].sum() * float('nan')
         log = ddp.train_step(data, wrapper)
         assert float(log['distill.nonfinite_steps']) == 1
-        assert all(torch.equal(v, before[k]) for k, v in algo.student.state_dict().items())
+        assert all(torch.equal(v, before[k])
+                   for k, v in _optimizer_state(algo.student).items())
         algo.__dict__.pop('_task_loss', None)
         ddp.train_step(data, wrapper)  # DDP carries on (no pending reduction)
         flat = torch.cat([p.detach().flatten() for p in trained])
