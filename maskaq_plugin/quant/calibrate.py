@@ -13,7 +13,8 @@ Recipe ``'lsq'`` (the authors' quantizers, :mod:`.lsq`), as in the released code
 * activations: initialised from the **first batch** only: step ``2·mean|x|/√Q_p``,
   zero point ``0.1·(min x − step·Q_p)``, signed when that batch has a negative value,
   LSQ's gradient scale ``1/√(N·Q_p)`` with N the elements of that batch's tensor;
-* weights: nothing to set (their range is recomputed from the weights on every forward).
+* weights: nothing to learn (the range is recomputed from the weights on every forward);
+  their NNCF ``scale`` is refreshed to show it.
 
 Recipe ``'nncf'`` (NNCF's quantizers):
 
@@ -107,6 +108,7 @@ class _Stats:
     def __call__(self, module, args):
         x = args[0].detach().float()
         if isinstance(self.q, MinMaxWeightQuantizer):  # range follows the weights
+            self.weight = x  # only to show the current range in its `scale`
             self.count += 1
             return
         if isinstance(self.q, LSQActivationQuantizer):
@@ -142,7 +144,7 @@ class _Stats:
     def apply(self):
         q = self.q
         if isinstance(q, MinMaxWeightQuantizer):
-            pass
+            q.refresh_scale(self.weight)
         elif isinstance(q, LSQActivationQuantizer):
             (abs_mean, minimum), numel = self.first[0].tolist(), self.first[1]
             q.init_from_batch(abs_mean, minimum, numel)

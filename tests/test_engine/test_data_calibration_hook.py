@@ -17,6 +17,10 @@ from maskaq_plugin.quant import calibrate_ranges_
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(__file__)), 'test_models'))
 import tiny_archs  # noqa: E402
 
+# quantizer range entries of a state dict: NNCF's 'scale' ('nncf' recipe, and the
+# min-max weights of 'lsq', refreshed from the weights) and LSQ's learned 'step'
+RANGE_KEYS = ('.scale', '.step', '.zero_point')
+
 pytest.importorskip('mmpretrain')
 
 
@@ -55,14 +59,14 @@ def _cfg(work_dir, image_folder, max_epochs, lr=1e-3, resume=False):
 
 def _scales(model):
     return {k: v.detach().clone() for k, v in model.student.backbone.state_dict().items()
-            if k.endswith('.scale')}
+            if k.endswith(RANGE_KEYS)}
 
 
 def test_calibrates_on_the_first_batch_in_place(tmp_path, image_folder):
     runner = Runner(**copy.deepcopy(_cfg(tmp_path / 'a', image_folder, 1, lr=0.0)))
     before = _scales(runner.model)
     params = {id(p) for n, p in runner.model.student.backbone.named_parameters()
-              if n.endswith('.scale')}
+              if n.endswith(RANGE_KEYS)}
     # the reference: the same calibration done by hand on the same first batch
     reference = copy.deepcopy(runner.model)
     batch = next(iter(runner.build_dataloader(runner._train_dataloader)))

@@ -49,7 +49,7 @@ def test_hook_writes_checkpoint_onnx_and_openvino(upernet_export):
     state = torch.load(exported['checkpoint'], weights_only=True)
     assert state['meta'] == dict(w_bits=4, a_bits=8, input_size=[3, 64, 64], task='seg',
                                  architecture='EncoderDecoder',
-                                 backbone_type='SwinTransformer')
+                                 backbone_type='SwinTransformer', head_scheme=None)
     assert state['backbone']['format'] == 'maskaq-nncf-v1'
     assert isinstance(state['backbone']['nncf_config'], str)  # JSON, not pickled objects
     assert not any(k.startswith('backbone.') for k in state['state_dict'])
@@ -59,6 +59,29 @@ def test_quantized_student_checkpoint_rebuilds_the_student(upernet_export):
     algo, _, exported = upernet_export
     host = MODELS.build(tiny_archs.upernet_swin())
     student = load_quantized_student(host, exported['checkpoint']).eval()
+    with torch.no_grad():
+        ref = algo.student(X, None, mode='tensor')
+        out = student(X, None, mode='tensor')
+    torch.testing.assert_close(out, ref)
+
+
+def test_classifier_with_quantized_head_round_trips(tmp_path):
+    """A classifier's quantized head (its layers' quantizers) is rebuilt from the file."""
+    from maskaq_plugin.engine.hooks.export_hook import export_quantized
+    from maskaq_plugin.quant import quantizer_info
+    algo = _algo(tiny_archs.deit_tiny_cls, a_bits=4)
+    assert algo.quantize_head
+    with torch.no_grad():  # move the head's ranges away from a fresh calibration
+        for _, q in [(n, m) for n, m in algo.student.head.named_modules()
+                     if type(m).__name__ == 'LSQActivationQuantizer']:
+            q.step.mul_(1.5)
+    exported, _ = export_quantized(algo, str(tmp_path), formats=())
+    state = torch.load(exported['checkpoint'], weights_only=True)
+    assert state['meta']['head_scheme']['keep_input_fp'] is False
+    assert any('__nncf_hooks' in k for k in state['state_dict'])
+    host = MODELS.build(tiny_archs.deit_tiny_cls())
+    student = load_quantized_student(host, exported['checkpoint']).eval()
+    assert len(quantizer_info(student.head)) == len(quantizer_info(algo.student.head)) == 2
     with torch.no_grad():
         ref = algo.student(X, None, mode='tensor')
         out = student(X, None, mode='tensor')

@@ -18,6 +18,10 @@ from maskaq_plugin.synthesis.bank import BankMismatchError, SampleBank, model_fi
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(__file__)), 'test_models'))
 import tiny_archs  # noqa: E402
 
+# quantizer range entries of a state dict: NNCF's 'scale' ('nncf' recipe, and the
+# min-max weights of 'lsq', refreshed from the weights) and LSQ's learned 'step'
+RANGE_KEYS = ('.scale', '.step', '.zero_point')
+
 pytest.importorskip('mmpretrain')
 
 
@@ -53,7 +57,7 @@ def _hook(runner):
 
 def _scales(model):
     return {k: v.clone() for k, v in model.student.backbone.state_dict().items()
-            if k.endswith('.scale')}
+            if k.endswith(RANGE_KEYS)}
 
 
 @pytest.fixture(scope='module')
@@ -63,7 +67,7 @@ def trained(tmp_path_factory):
     runner = _runner(_cfg(work))
     placeholder = _scales(runner.model)
     quantizer_ids = {id(p) for n, p in runner.model.student.backbone.named_parameters()
-                     if n.endswith('.scale')}
+                     if n.endswith(RANGE_KEYS)}
     runner.train()
     return runner, work, placeholder, quantizer_ids
 
@@ -116,7 +120,7 @@ def test_resume_reuses_bank_and_keeps_ranges(trained, tmp_path, monkeypatch):
               for f in os.listdir(bank.round_dir(1))}
     ckpt = torch.load(work2 / 'epoch_1.pth', weights_only=True)
     saved = {k[len('student.backbone.'):]: v for k, v in ckpt['state_dict'].items()
-             if k.startswith('student.backbone.') and k.endswith('.scale')}
+             if k.startswith('student.backbone.') and k.endswith(RANGE_KEYS)}
 
     calls = []
     import maskaq_plugin.quant as quant

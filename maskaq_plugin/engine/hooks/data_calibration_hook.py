@@ -39,9 +39,8 @@ class DataCalibrationHook(Hook):
             runner.logger.info('quantizer ranges come from the loaded checkpoint: not '
                                'recalibrating')
             return
-        from ...quant import calibrate_ranges_
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if not hasattr(model, 'student_backbone_quantized'):
+        if not hasattr(model, 'calibrate_student_'):
             raise TypeError(f'DataCalibrationHook needs a MaskAQAlgorithm model, got '
                             f'{type(model).__name__}')
         batches, count = [], 0
@@ -54,7 +53,7 @@ class DataCalibrationHook(Hook):
         if not batches:
             raise RuntimeError('DataCalibrationHook: train_dataloader yielded no batch; '
                                'check its dataset')
-        calibrate_ranges_(model.student_backbone_quantized, batches)
+        model.calibrate_student_(batches)  # backbone, and the head when quantized
         self._calibrated = True
         runner.logger.info(f'calibrated the student quantizer ranges on {count} training '
                            f'images ({len(batches)} batch(es)) of '

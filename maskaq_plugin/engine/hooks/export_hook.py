@@ -5,8 +5,9 @@ After training (and in ``tools/export.py``) :func:`export_quantized` writes, und
 
 - ``quantized_student.pth``: the student only (no teacher, optimizer or log history):
   ``backbone`` = :func:`maskaq_plugin.quant.save_quantized` of the NNCF backbone (its
-  NNCF config as a JSON string + state), ``state_dict`` = the full-precision neck and
-  heads, ``meta`` = bits, input size, task. Plain types only: loads with
+  NNCF config as a JSON string + state), ``state_dict`` = the neck and heads (full
+  precision, except a classifier's quantized head: its layers' quantizer state rides
+  here too), ``meta`` = bits, input size, task, the head's scheme (or None). Plain types only: loads with
   ``torch.load(weights_only=True)``; :func:`load_quantized_student` rebuilds the model.
 - ``backbone.onnx`` and ``backbone.xml``/``.bin``: the quantized backbone (ONNX: QDQ
   pairs at 8 bits, OpenVINO ``FakeQuantize`` below; the IR is checked against the torch
@@ -64,7 +65,8 @@ def quantized_student_state(algo) -> dict:
         meta=dict(w_bits=algo.scheme.w_bits, a_bits=algo.scheme.a_bits,
                   input_size=list(algo.input_size), task=algo.task,
                   architecture=type(student).__name__,
-                  backbone_type=type(student.backbone).__name__))
+                  backbone_type=type(student.backbone).__name__,
+                  head_scheme=algo.head_scheme.to_dict() if algo.head_scheme else None))
 
 
 def load_quantized_student(host: nn.Module, path: str) -> nn.Module:
@@ -76,13 +78,24 @@ def load_quantized_student(host: nn.Module, path: str) -> nn.Module:
         path (str): A file written by :func:`export_quantized`.
 
     Returns:
-        nn.Module: ``host``, with the quantized backbone and the saved neck / heads.
+        nn.Module: ``host``, with the quantized backbone and the saved neck / heads (the
+        head's layers quantized again when the checkpoint's ``meta`` has a
+        ``head_scheme``).
     """
     from ...attention import make_attention_explicit
-    from ...quant import load_quantized
+    from ...quant import QuantScheme, load_quantized
     ckpt = torch.load(path, map_location='cpu', weights_only=True)
     example = torch.zeros(1, *ckpt['meta']['input_size'])
     make_attention_explicit(host.backbone)
+    if ckpt['meta'].get('head_scheme'):  # a classifier whose head was quantized
+        from ...models.maskaq_algorithm import quantize_head_layers_
+        host.eval()
+        with torch.no_grad():
+            feats = host.backbone(example)
+            neck = getattr(host, 'neck', None)
+            feats = neck(feats) if isinstance(neck, nn.Module) else feats
+        quantize_head_layers_(host.head, QuantScheme.from_dict(ckpt['meta']['head_scheme']),
+                              feats)
     host.backbone = load_quantized(host.backbone, ckpt['backbone'], example)
     missing, unexpected = host.load_state_dict(ckpt['state_dict'], strict=False)
     missing = [k for k in missing if not k.startswith('backbone.')]

@@ -195,7 +195,6 @@ class SampleRefreshHook(Hook):
             for k in stale:
                 self.bank.clear_round(k)
         barrier()
-        from ...quant import calibrate_ranges_
         rank, world = get_dist_info()
         opts = dict(self.synthesis, progress=self.progress)
         if self.bootstrap_iters is not None:
@@ -206,8 +205,7 @@ class SampleRefreshHook(Hook):
         result = boot.synthesize(n_boot, self.batch_size, seed=seed)  # rank-specific
         self._log(runner, 0, 'bootstrap', result.losses)
         device = next(algo.student.parameters()).device
-        calibrate_ranges_(algo.student_backbone_quantized,
-                          [x.to(device) for x in result.images.split(self.batch_size)])
+        algo.calibrate_student_([x.to(device) for x in result.images.split(self.batch_size)])
         runner.logger.info(f'calibrated the student quantizer ranges on {n_boot} '
                            f'bootstrap images per rank ({world} rank(s))')
         self._write_round(runner, algo, 0)
