@@ -54,10 +54,26 @@ ABLATIONS = ('maskaq-no-ent', 'maskaq-no-mad', 'maskaq-no-refresh', 'maskaq-rand
 RANDOM_MASK = dict(synthesis=dict(mask_mode='random'), kd=dict(mask_mode='random'))
 
 
+RECIPES = ('lsq', 'nncf')
+
+
+def split_variant(name: str):
+    """``'maskaq@nncf'`` -> ``('maskaq', 'nncf')``; no suffix: the default ``'lsq'``
+    (the authors' quantizers; ``@nncf``: NNCF's, the project's first recipe)."""
+    base, _, recipe = name.partition('@')
+    recipe = recipe or 'lsq'
+    if recipe not in RECIPES:
+        raise ValueError(f'variant {name!r}: unknown recipe {recipe!r}; known: {RECIPES}')
+    return base, recipe
+
+
 def variant_changes(name: str) -> dict:
     """What a variant changes in the MaskAQ config: synthesis / loss-weight / kd
-    overrides, whether the bank is refreshed, and whether real data replaces it."""
-    v = dict(synthesis={}, loss_weights={}, kd={}, refresh=True, real=False, lr=None)
+    overrides, whether the bank is refreshed, whether real data replaces it, and the
+    quantizer recipe (a ``@nncf`` suffix)."""
+    name, recipe = split_variant(name)
+    v = dict(synthesis={}, loss_weights={}, kd={}, refresh=True, real=False, lr=None,
+             recipe=recipe)
     if name == 'noise':
         v.update(synthesis=dict(method='noise'), kd=dict(mssim=0.0), refresh=False)
     elif name == 'psaq':
@@ -96,6 +112,8 @@ def build_config(task: str, variant: str, bits: str, seed: int, budget: dict,
 
     cfg.model.w_bits, cfg.model.a_bits = w, a
     cfg.model.kd = {**cfg.model.kd, **v['kd']}
+    # explicit in the config text, so a stored run of another recipe is never reused
+    cfg.model.quant = {**(cfg.model.get('quant') or {}), 'recipe': v['recipe']}
     cfg.randomness = dict(seed=seed)
     if v['lr'] is not None:
         cfg.optim_wrapper.optimizer.lr = v['lr']
@@ -236,9 +254,8 @@ def finished_runs(work_root: str, budget: dict) -> List[dict]:
                 res = json.load(f)
             if res.get('budget') == budget and res.get('task') in TASKS:
                 found.append(res)
-    order = {v: i for i, v in enumerate(METHODS + ABLATIONS)}
     return sorted(found, key=lambda r: (list(TASKS).index(r['task']),
-                                        order.get(r['variant'], len(order)),
+                                        _variant_order(r['variant']),
                                         list(BITS).index(r['bits']), r['seed']))
 
 
@@ -292,20 +309,29 @@ def markdown(res: dict, command: str, machine: str) -> str:
         rows = [['FP (32-bit)'] + [
             (f'{100 * fp[k]:.1f}' if k.startswith('coco/') else f'{fp[k]:.1f}')
             if fp.get(k) is not None else '' for _ in bits for k in keys] + ['–']]
-        variants = [v for v in METHODS + ABLATIONS
-                    if any(k[0] == task and k[1] == v for k in summary)]
-        for v in variants:
+        for v in _variants(summary, task):
             cells, walls = [], []
             for bb in bits:
                 s = summary.get((task, v, bb))
                 cells += [_cell(s[k]) if s else '' for k in keys]
                 if s:
                     walls.append(s['wall_s'])
-            label = f'*{v}* (upper bound, needs data)' if v == 'real' else v
+            label = f'*{v}* (upper bound, needs data)' if split_variant(v)[0] == 'real' else v
             rows.append([label] + cells + [f'{statistics.mean(walls):.0f}' if walls else ''])
         lines += [f'**{task}** ({", ".join(TASKS[task]["labels"])})', '',
                   _table(header, rows), '']
     return '\n'.join(lines)
+
+
+def _variant_order(v: str):
+    base, recipe = split_variant(v)
+    order = METHODS + ABLATIONS
+    return (recipe != 'lsq', order.index(base) if base in order else len(order), v)
+
+
+def _variants(summary, task: str) -> List[str]:
+    """The variants with runs for ``task``: the default recipe's first, then ``@nncf``."""
+    return sorted({k[1] for k in summary if k[0] == task}, key=_variant_order)
 
 
 def _table(header, rows) -> str:
@@ -322,11 +348,11 @@ def plot(res: dict, path: str) -> Optional[str]:
     summary = summarise(res)
     tasks = [t for t in TASKS if any(k[0] == t for k in summary)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(7 * len(tasks), 4.6), squeeze=False)
-    colours = dict(zip(METHODS + ABLATIONS, plt.get_cmap('tab20').colors))  # one per variant
+    every = sorted({k[1] for k in summary}, key=_variant_order)
+    colours = dict(zip(every, plt.get_cmap('tab20').colors * 2))  # one per variant
     for ax, task in zip(axes[0], tasks):
         key = TASKS[task]['keys'][0]
-        variants = [v for v in METHODS + ABLATIONS
-                    if any(k[0] == task and k[1] == v for k in summary)]
+        variants = _variants(summary, task)
         bits = [bb for bb in BITS if any(k[0] == task and k[2] == bb for k in summary)]
         width = 0.8 / max(1, len(variants))
         for i, v in enumerate(variants):
