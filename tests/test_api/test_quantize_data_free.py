@@ -131,11 +131,15 @@ DIGITS_CKPT = osp.join(osp.dirname(__file__), '..', '..', 'checkpoints', 'vit_ti
 @pytest.mark.skipif(not osp.isfile(DIGITS_CKPT), reason='checkpoints/vit_tiny_digits.pth '
                     'missing (python tools/benchmark_cls.py trains it)')
 def test_maskaq_student_is_closer_to_fp_than_noise_ptq_on_unseen_synthetic_images():
-    """W4A4 on the digits ViT (96 % FP): after MaskAQ, the student's outputs on images of the
-    distribution it was trained on, but not seen in training (another synthesis seed), are
-    much closer to F than those of a student calibrated on noise without QAT (measured
-    ratios 0.16-0.33 over seeds 0-2; on real digits the gap at this tiny budget is within
-    noise, see docs/benchmarks.md)."""
+    """W4A4 on the digits ViT (96 % FP), KL to F on images of the distribution the student
+    was trained on but did not see (another synthesis seed), seed 0.
+
+    Recipe 'nncf': MaskAQ's student is much closer to F than one calibrated on noise
+    without QAT (measured 0.062 vs 0.200; ratios 0.16-0.42 over seeds). Recipe 'lsq' (the
+    authors' quantizers, default): its student is closer to F than the 'nncf' one
+    (measured 0.032 vs 0.062 at seed 0, 0.051 vs 0.083 at seed 1); LSQ's init alone is a
+    strong calibration here (noise PTQ 0.041), so at this tiny budget its QAT gain over
+    PTQ is small and not asserted (on real digits see docs/benchmarks.md)."""
     from timm.models.vision_transformer import VisionTransformer
 
     from maskaq_plugin.attention import make_attention_explicit
@@ -147,12 +151,13 @@ def test_maskaq_student_is_closer_to_fp_than_noise_ptq_on_unseen_synthetic_image
     fp.load_state_dict({k: v.float() for k, v in ckpt['state_dict'].items()})
     fp.eval()
     norm = dict(input_size=(3, 32, 32), mean=tuple(meta['mean']), std=tuple(meta['std']))
-    q = quantize_data_free(fp, **norm, num_classes=10, w_bits=4, a_bits=4, method='maskaq',
-                           num_samples=32, synthesis_iters=10, batch_size=16, epochs=6,
-                           seed=0, progress=False)
+    students = {recipe: quantize_data_free(
+        fp, **norm, num_classes=10, w_bits=4, a_bits=4, method='maskaq', num_samples=32,
+        synthesis_iters=10, batch_size=16, epochs=6, seed=0, progress=False, recipe=recipe)
+        for recipe in ('nncf', 'lsq')}
     teacher = copy.deepcopy(fp)
     make_attention_explicit(teacher)
-    ptq = quantize_model(teacher, QuantScheme(4, 4), torch.zeros(1, 3, 32, 32))
+    ptq = quantize_model(teacher, QuantScheme(4, 4, recipe='nncf'), torch.zeros(1, 3, 32, 32))
     lo = [(0 - m) / s for m, s in zip(meta['mean'], meta['std'])]
     hi = [(1 - m) / s for m, s in zip(meta['mean'], meta['std'])]
     noise = torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -165,4 +170,6 @@ def test_maskaq_student_is_closer_to_fp_than_noise_ptq_on_unseen_synthetic_image
             return F.kl_div(F.log_softmax(model(unseen), 1), F.log_softmax(fp(unseen), 1),
                             log_target=True, reduction='batchmean').item()
 
-    assert kl_to_fp(q) < 0.5 * kl_to_fp(ptq), (kl_to_fp(q), kl_to_fp(ptq))
+    kl = {name: kl_to_fp(model) for name, model in dict(students, ptq=ptq).items()}
+    assert kl['nncf'] < 0.5 * kl['ptq'], kl
+    assert kl['lsq'] < kl['nncf'], kl
