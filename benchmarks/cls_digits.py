@@ -134,6 +134,7 @@ def save_fp(model, x_test, y_test):
 
 
 RECIPE = 'lsq'  # the students' quantizers (tools/benchmark_cls.py --recipe sets it)
+QUANT = {}  # extra QuantScheme options (--act-init)
 
 
 def build_pair(fp, w_bits, a_bits):
@@ -143,7 +144,7 @@ def build_pair(fp, w_bits, a_bits):
     from maskaq_plugin.quant import QuantScheme, quantize_model
     teacher = copy.deepcopy(fp)
     make_attention_explicit(teacher)
-    q = quantize_model(teacher, QuantScheme(w_bits, a_bits, recipe=RECIPE),
+    q = quantize_model(teacher, QuantScheme(w_bits, a_bits, recipe=RECIPE, **QUANT),
                        torch.zeros(1, 3, 32, 32))
     teacher.requires_grad_(False)  # after quantize_model: Q keeps trainable weights
     return teacher, q

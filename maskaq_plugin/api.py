@@ -103,7 +103,8 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
                        refresh_every: Optional[int] = None, lr: Optional[float] = None,
                        seed: int = 0, progress: bool = True,
                        qat_loss: Optional[dict] = None,
-                       synthesis: Optional[dict] = None, recipe: str = 'lsq') -> nn.Module:
+                       synthesis: Optional[dict] = None, recipe: str = 'lsq',
+                       quant: Optional[dict] = None) -> nn.Module:
     """Quantize a Vision-Transformer classifier without real data.
 
     Steps: copy ``model`` and make its attention explicit (the teacher F); build the
@@ -155,6 +156,9 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
             ``'lsq'`` (the authors': LSQ activations with a learnable zero point,
             per-channel min-max weights) or ``'nncf'`` (NNCF's trainable scales); see
             :class:`~maskaq_plugin.quant.QuantScheme`. Defaults to ``'lsq'``.
+        quant (dict, optional): Extra :class:`~maskaq_plugin.quant.QuantScheme` options,
+            as the OpenMMLab wrapper's ``quant``, e.g. ``dict(act_init='minmax')``.
+            Defaults to None.
 
     Returns:
         nn.Module: The fake-quantized model (NNCF), in eval mode.
@@ -192,7 +196,7 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     teacher = copy.deepcopy(model).eval()
     make_attention_explicit(teacher)
     # 2. student Q: fake-quantized copy of it (keeps the model's requires_grad flags)
-    scheme = QuantScheme(w_bits, a_bits, recipe=recipe)
+    scheme = QuantScheme(w_bits, a_bits, recipe=recipe, **(quant or {}))
     nncf_logger = logging.getLogger('nncf')
     nncf_level = nncf_logger.level
     if not progress:  # NNCF logs the first load of its CPU extension at INFO

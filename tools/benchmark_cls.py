@@ -103,6 +103,9 @@ def parse_args():
     parser.add_argument('--recipe', default='lsq', choices=['lsq', 'nncf'],
                         help="the students' fake quantizers, the same for every row "
                         "(lsq: the authors'; nncf: NNCF's trainable scales)")
+    parser.add_argument('--act-init', default=None, choices=['lsq', 'minmax'],
+                        help="recipe lsq: activation init (lsq: the authors' 2*mean|x|/"
+                        "sqrt(Q_p); minmax: the calibration's mean min-max range)")
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads (default 1: a shared 2-core box)')
     parser.add_argument('--retrain', action='store_true', help='retrain the FP model')
@@ -133,6 +136,8 @@ def main():
     from maskaq_plugin import quantize_data_free
     import benchmarks.cls_digits as cls_digits
     cls_digits.RECIPE = args.recipe
+    quant = dict(act_init=args.act_init) if args.act_init else {}
+    cls_digits.QUANT = quant
     refresh = args.refresh_every or max(1, args.epochs // 2)
     # 1. data
     x_train, y_train, x_test, y_test = load_digits(args.digits)
@@ -183,7 +188,7 @@ def main():
                 q = quantize_data_free(
                     fp, input_size=(3, 32, 32), num_classes=10, mean=MEAN, std=STD,
                     w_bits=w_bits, a_bits=a_bits, method=method, seed=seed, progress=False,
-                    lr=args.lr, recipe=args.recipe, **budget, **kwargs)
+                    lr=args.lr, recipe=args.recipe, quant=quant, **budget, **kwargs)
                 seconds = time.time() - start
                 acc = accuracy(q, x_test, y_test)
                 results.setdefault((bits, key), []).append((acc, seconds))
@@ -203,6 +208,8 @@ def main():
         extra += f' --doc-block {args.doc_block}'
     if args.recipe != 'lsq':
         extra += f' --recipe {args.recipe}'
+    if args.act_init:
+        extra += f' --act-init {args.act_init}'
     head = '| method | ' + ' | '.join(f'{b} acc (%) | {b} time (s)' for b in args.bits) + ' |'
     table = [head, '|' + '---|' * (1 + 2 * len(args.bits)),
              '| FP (32-bit) | ' + ' | '.join(f'{fp_acc:.2f} | –' for _ in args.bits) + ' |']
@@ -230,7 +237,9 @@ def main():
         f'MaskAQ also refreshes its set every {refresh} epochs (the time column shows '
         f'what that costs)'
         + (f'; QAT loss overrides for every row: {qat_loss}' if qat_loss else '') +
-        f'. Quantizers: recipe `{args.recipe}`. Seeds: {", ".join(map(str, args.seeds))}'
+        f'. Quantizers: recipe `{args.recipe}`'
+        + (f', act_init `{args.act_init}`' if args.act_init else '')
+        + f'. Seeds: {", ".join(map(str, args.seeds))}'
         f'{" (mean ± std)" if len(args.seeds) > 1 else ""}.', '', *table, '',
         f'Command ({machine_note(args, total)}):', '',
         '```bash', budget_command(args, budget, refresh, extra), '```', ''])

@@ -13,6 +13,9 @@ Recipe ``'lsq'`` (the authors' quantizers, :mod:`.lsq`), as in the released code
 * activations: initialised from the **first batch** only: step ``2·mean|x|/√Q_p``,
   zero point ``0.1·(min x − step·Q_p)``, signed when that batch has a negative value,
   LSQ's gradient scale ``1/√(N·Q_p)`` with N the elements of that batch's tensor;
+* with ``act_init='minmax'`` *(ours)*, activations instead span the mean min-max range
+  below (step ``(max − min)/(2^b − 1)``, the zero point placing the lowest code at the
+  mean minimum), with LSQ's gradient scale;
 * weights: nothing to learn (the range is recomputed from the weights on every forward);
   their NNCF ``scale`` is refreshed to show it.
 
@@ -104,6 +107,7 @@ class _Stats:
         self.min = torch.tensor(float('inf'))
         self.absmax = None
         self.first = None  # recipe 'lsq': (mean |x|, min x, numel) of the first batch
+        self.first_numel = None  # act_init='minmax': N of LSQ's gradient scale
 
     def __call__(self, module, args):
         x = args[0].detach().float()
@@ -111,7 +115,10 @@ class _Stats:
             self.weight = x  # only to show the current range in its `scale`
             self.count += 1
             return
-        if isinstance(self.q, LSQActivationQuantizer):
+        if isinstance(self.q, LSQActivationQuantizer) and int(self.q.minmax_init):
+            if self.first_numel is None:
+                self.first_numel = x.numel()
+        elif isinstance(self.q, LSQActivationQuantizer):
             if self.first is None:
                 self.first = torch.stack([x.abs().mean(), x.min()]).cpu(), x.numel()
             self.count += 1
@@ -145,6 +152,10 @@ class _Stats:
         q = self.q
         if isinstance(q, MinMaxWeightQuantizer):
             q.refresh_scale(self.weight)
+        elif isinstance(q, LSQActivationQuantizer) and int(q.minmax_init):
+            lo, hi = (self.sum_min / self.count).item(), (self.sum_max / self.count).item()
+            q.init_from_range(lo, max(hi, lo + _MIN_RANGE), bool(self.min < 0),
+                              self.first_numel)
         elif isinstance(q, LSQActivationQuantizer):
             (abs_mean, minimum), numel = self.first[0].tolist(), self.first[1]
             q.init_from_batch(abs_mean, minimum, numel)

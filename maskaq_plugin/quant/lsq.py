@@ -103,9 +103,11 @@ class LSQActivationQuantizer(BaseQuantizer):
     """Per-tensor LSQ activation quantizer with a learnable zero point (the authors').
 
     Parameters: ``step`` and ``zero_point`` (trainable, shape ``scale_shape``). Buffers
-    in the state dict: ``signed_tensor``, ``grad_scale`` (``g``, fixed at init) and NNCF's
-    ``_num_bits`` / ``enabled``. Ranges are set by :meth:`init_from_batch` (called by
-    :func:`~maskaq_plugin.quant.calibrate_ranges_` on the first calibration batch).
+    in the state dict: ``signed_tensor``, ``grad_scale`` (``g``, fixed at init),
+    ``minmax_init`` and NNCF's ``_num_bits`` / ``enabled``. Ranges are set by
+    :func:`~maskaq_plugin.quant.calibrate_ranges_`: :meth:`init_from_batch` on the first
+    calibration batch (the authors'), or :meth:`init_from_range` on the mean min-max of
+    every calibration batch when ``minmax_init`` is set (``act_init='minmax'``).
     """
 
     def __init__(self, qspec):
@@ -114,6 +116,8 @@ class LSQActivationQuantizer(BaseQuantizer):
         self.zero_point = nn.Parameter(torch.zeros(self.scale_shape))
         self.signed_tensor = nn.Parameter(torch.IntTensor([0]), requires_grad=False)
         self.register_buffer('grad_scale', torch.ones(()))
+        # 1: initialise from the calibration's mean min-max range (act_init='minmax')
+        self.register_buffer('minmax_init', torch.zeros((), dtype=torch.int32))
         if qspec.signedness_to_force is not None:
             self.signed_tensor.fill_(int(bool(qspec.signedness_to_force)))
         self.set_levels()
@@ -163,6 +167,27 @@ class LSQActivationQuantizer(BaseQuantizer):
         self.step.fill_(step)
         self.zero_point.fill_(ZERO_POINT_MOMENTUM * (minimum - step * q_p))
         self.grad_scale.fill_(1.0 / math.sqrt(numel * q_p))
+        self.initialized = True
+
+    @torch.no_grad()
+    def init_from_range(self, low: float, high: float, signed: bool, numel: int) -> None:
+        """``act_init='minmax'`` *(ours)*: the grid spans ``[low, high]``.
+
+        ``step = (high − low)/(Q_p − Q_n)`` and ``z = Q_n − low/step`` (so the lowest
+        code sits at ``low``), signed as given; LSQ's gradient scale as in
+        :meth:`init_from_batch`.
+
+        Args:
+            low (float): Low end (the mean over samples of the per-sample minimum).
+            high (float): High end (the mean of the per-sample maximum).
+            signed (bool): Signed grid (a negative value was seen).
+            numel (int): Elements of the first calibration batch's tensor (N of g).
+        """
+        self.signed = signed
+        step = max((high - low) / (self.level_high - self.level_low), _MIN_STEP)
+        self.step.fill_(step)
+        self.zero_point.fill_(self.level_low - low / step)
+        self.grad_scale.fill_(1.0 / math.sqrt(numel * self.level_high))
         self.initialized = True
 
     def broadcast_initialized_params(self, src: int = 0):

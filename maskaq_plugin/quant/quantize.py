@@ -55,7 +55,9 @@ def make_quantizer(point: QuantPoint, scheme: QuantScheme) -> nn.Module:
                                signedness_to_force=None, narrow_range=False,
                                half_range=False, scale_shape=point.scale_shape,
                                logarithm_scale=False, is_quantized_on_export=False)
-        return LSQActivationQuantizer(spec)
+        quantizer = LSQActivationQuantizer(spec)
+        quantizer.minmax_init.fill_(int(scheme.act_init == 'minmax'))
+        return quantizer
     symmetric = scheme.activation_mode == 'symmetric'
     spec = PTQuantizerSpec(
         num_bits=scheme.a_bits,

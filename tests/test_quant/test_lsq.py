@@ -254,3 +254,40 @@ def test_distributed_init_is_reduced(vit, x, tmp_path, monkeypatch):
                                                                          b.zero_point)
     finally:
         dist.destroy_process_group()
+
+
+def test_minmax_init_spans_the_mean_min_max_range(vit, x):
+    """act_init='minmax' (ours): lowest code at the mean per-sample min, top at the max."""
+    q = quantize_model(vit, QuantScheme(4, 4, act_init='minmax'), x)
+    batches = [images(4, seed=21), images(4, seed=22, scale=2.0)]
+    seen = {}
+    handles = [m.register_forward_pre_hook(
+        lambda mod, a, n=n: seen.setdefault(n, []).append(a[0].detach().flatten(1)))
+        for n, m in iter_quantizers(q) if isinstance(m, LSQActivationQuantizer)]
+    from maskaq_plugin.quant import quantizers_disabled
+    with torch.no_grad(), quantizers_disabled(q):
+        for b in batches:
+            q(b)
+    for h in handles:
+        h.remove()
+    calibrate_ranges_(q, batches)
+    for name, m in iter_quantizers(q):
+        if not isinstance(m, LSQActivationQuantizer):
+            continue
+        assert int(m.minmax_init) == 1
+        rows = torch.cat(seen[name])  # (samples, elements)
+        lo, hi = rows.amin(1).mean().item(), rows.amax(1).mean().item()
+        assert m.signed == bool(rows.min() < 0)
+        step = (hi - lo) / (m.level_high - m.level_low)
+        assert m.step.item() == pytest.approx(step, rel=1e-4)
+        low, high = m.get_input_low_input_high()  # the grid, with the zero point rounded
+        assert abs(low.item() - lo) <= 0.5 * step + 1e-6
+        assert abs(high.item() - hi) <= 0.5 * step + 1e-6
+        q_p = m.level_high
+        assert m.grad_scale.item() == pytest.approx(1 / math.sqrt(seen[name][0].numel() * q_p))
+    # the authors' init of the same model is another grid
+    authors = quantize_model(vit, QuantScheme(4, 4), x)
+    calibrate_ranges_(authors, batches)
+    a = dict(iter_quantizers(authors))['pre_hooks.blocks/0/attn/matmul/1__0.0']
+    b = dict(iter_quantizers(q))['pre_hooks.blocks/0/attn/matmul/1__0.0']
+    assert not torch.allclose(a.step, b.step)

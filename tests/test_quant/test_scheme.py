@@ -33,6 +33,13 @@ def test_options_are_keyword_only_and_validated():
         QuantScheme(activation_mode='asymmetric')  # 'lsq' has its own zero point
     with pytest.raises(ValueError, match="recipe must be one of .*'ours'"):
         QuantScheme(recipe='ours')
+    with pytest.raises(ValueError, match="act_init must be one of .*'mse'"):
+        QuantScheme(act_init='mse')
+    with pytest.raises(ValueError, match="act_init='minmax' applies to recipe='lsq' only"):
+        QuantScheme(recipe='nncf', act_init='minmax')
+    assert QuantScheme(4, 4).act_init == 'lsq'
+    minmax = QuantScheme(4, 4, act_init='minmax')
+    assert QuantScheme.from_dict(minmax.to_dict()) == minmax != QuantScheme(4, 4)
     s = QuantScheme(4, 8, keep_input_fp=False, quantize_attention_matmuls=False)
     assert s.name == 'W4A8' and not s.keep_input_fp and not s.quantize_attention_matmuls
 
@@ -44,7 +51,7 @@ def test_frozen_and_dict_round_trip():
     assert QuantScheme.from_dict(s.to_dict()) == s
     assert s.to_dict() == dict(w_bits=3, a_bits=4, keep_input_fp=True,
                                quantize_attention_matmuls=True, recipe='nncf',
-                               activation_mode='asymmetric')
+                               activation_mode='asymmetric', act_init=None)
     assert QuantScheme.from_dict(QuantScheme(4, 4).to_dict()) == QuantScheme(4, 4)
 
 
