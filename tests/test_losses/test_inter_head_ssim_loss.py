@@ -1,6 +1,7 @@
 """L_head: inter-head SSIM of the attention-score maps."""
 import pytest
 import torch
+from authors_ssim import authors_swin, authors_swin_layer, authors_vit
 
 from maskaq_plugin.losses.functional import inter_head_ssim_loss
 
@@ -32,56 +33,6 @@ def naive_inter_head_ssim(layers, has_cls_token, pairs_only=False):
                             (mx**2 + my**2 + C1) * (vx + vy + C2))
                         terms.append(1 - ssim**2)
     return torch.stack(terms).mean()
-
-
-# Transcriptions of the authors' arithmetic (github.com/hfutqian/MaskAQ,
-# MaskAQ/hydra_image_gen_ssim_att_map.py), written out here with plain torch ops:
-# the maps are min-max normalised, means over the map, variances and covariances as
-# E[x²] − μ², the H×H SSIM matrix by broadcasting with ``unsqueeze``, and
-# ``(1 - ssim**2).mean()``.
-
-def authors_vit(layers, grid):
-    """``ssim_loss_att_map`` + ``(1 - ssim_map**2).mean()``: all layers stacked."""
-    h, w = grid
-    stack = torch.stack(layers)[:, :, :, 1:, 1:]  # (L, B, H, N, d): cls row/column dropped
-    num_layers, batch, heads, n, d = stack.shape
-    stack = stack.permute(0, 1, 3, 2, 4).reshape(num_layers, batch * n, heads, d)
-    stack = stack - stack.min(-1, keepdim=True)[0]
-    stack = stack / (stack.max(-1, keepdim=True)[0] + 1e-8)
-    att_map = stack.reshape(num_layers, batch * n, heads, h, w)
-    mu = att_map.mean([-2, -1])
-    mu_sq = mu.pow(2)
-    mu1_mu2 = mu.unsqueeze(2) * mu.unsqueeze(3)
-    sigma_sq = (att_map * att_map).mean([-2, -1]) - mu_sq
-    sigma12 = (att_map.unsqueeze(2) * att_map.unsqueeze(3)).mean([-2, -1]) - mu1_mu2
-    ssim_map = ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)) / (
-        (mu_sq.unsqueeze(2) + mu_sq.unsqueeze(3) + C1) *
-        (sigma_sq.unsqueeze(2) + sigma_sq.unsqueeze(3) + C2))
-    return (1 - ssim_map**2).mean()
-
-
-def authors_swin_layer(att, grid):
-    """One layer of ``ssim_loss_att_map_swin(..., mode='loss')``: ``(1 - ssim**2).mean()``."""
-    h, w = grid
-    batch, heads, n, d = att.shape
-    att_map = att.permute(0, 2, 1, 3).reshape(batch * n, heads, d)
-    att_map = att_map - att_map.min(-1, keepdim=True)[0]
-    att_map = att_map / (att_map.max(-1, keepdim=True)[0] + 1e-8)
-    att_map = att_map.reshape(batch * n, heads, h, w)
-    mu = att_map.mean([-2, -1])
-    mu_sq = mu.pow(2)
-    mu1_mu2 = mu.unsqueeze(1) * mu.unsqueeze(2)
-    sigma_sq = (att_map * att_map).mean([-2, -1]) - mu_sq
-    sigma12 = (att_map.unsqueeze(1) * att_map.unsqueeze(2)).mean([-2, -1]) - mu1_mu2
-    ssim = ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)) / (
-        (mu_sq.unsqueeze(1) + mu_sq.unsqueeze(2) + C1) *
-        (sigma_sq.unsqueeze(1) + sigma_sq.unsqueeze(2) + C2))
-    return (1 - ssim**2).mean()
-
-
-def authors_swin(layers, grid):
-    """``torch.stack(ssim_loss_att_map_swin(layers, mode='loss')).mean()``."""
-    return torch.stack([authors_swin_layer(att, grid) for att in layers]).mean()
 
 
 def test_hand_computed_two_heads():

@@ -78,35 +78,27 @@ def upernet_swin(num_classes: int = SEG_CLASSES) -> dict:
     return cfg
 
 
-def deit_tiny_cls() -> dict:
-    """mmpretrain ImageClassifier with a tiny ViT (embed 32, depth 2, 64 px), 5 classes."""
+def _tiny_vit_classifier(backbone: dict, neck, head: dict) -> dict:
+    """mmpretrain ImageClassifier around a tiny ViT (embed 32, depth 2, 2 heads)."""
     return ConfigDict(
         _scope_='mmpretrain', type='ImageClassifier',
         data_preprocessor=dict(type='ClsDataPreprocessor', mean=[123.675, 116.28, 103.53],
                                std=[58.395, 57.12, 57.375], to_rgb=True),
         backbone=dict(type='VisionTransformer',
                       arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                                feedforward_channels=64),
-                      img_size=IMG, patch_size=16, init_cfg=None),
-        neck=None,
-        head=dict(type='VisionTransformerClsHead', num_classes=CLS_CLASSES,
-                  in_channels=32, loss=dict(type='CrossEntropyLoss')))
+                                feedforward_channels=64), init_cfg=None, **backbone),
+        neck=neck, head=dict(in_channels=32, loss=dict(type='CrossEntropyLoss'), **head))
 
 
+def deit_tiny_cls() -> dict:
+    """mmpretrain ImageClassifier with a tiny ViT (embed 32, depth 2, 64 px), 5 classes."""
+    return _tiny_vit_classifier(dict(img_size=IMG, patch_size=16), None,
+                                dict(type='VisionTransformerClsHead', num_classes=CLS_CLASSES))
 
 
 def vit_gap_cls(num_classes: int = 10) -> dict:
     """mmpretrain ImageClassifier: tiny ViT (embed 32, depth 2, 32 px, patch 8) feature
     map -> GlobalAveragePooling neck -> LinearClsHead, ``num_classes`` classes."""
-    return ConfigDict(
-        _scope_='mmpretrain', type='ImageClassifier',
-        data_preprocessor=dict(type='ClsDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                               std=[58.395, 57.12, 57.375], to_rgb=True),
-        backbone=dict(type='VisionTransformer',
-                      arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                                feedforward_channels=64),
-                      img_size=32, patch_size=8, out_type='featmap', drop_path_rate=0.2,
-                      init_cfg=None),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=32,
-                  loss=dict(type='CrossEntropyLoss')))
+    return _tiny_vit_classifier(
+        dict(img_size=32, patch_size=8, out_type='featmap', drop_path_rate=0.2),
+        dict(type='GlobalAveragePooling'), dict(type='LinearClsHead', num_classes=num_classes))

@@ -2,7 +2,10 @@
 
 A uniquely named module (not ``conftest``): several test folders have a conftest.py.
 """
+from contextlib import contextmanager
+
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from maskaq_plugin.attention import make_attention_explicit
@@ -51,3 +54,18 @@ class TinyMHA(nn.Module):
 def images(n=4, seed=1, scale=1.0):
     """Seeded N(0, scale²) images, (n, 3, 32, 32)."""
     return scale * torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@contextmanager
+def two_rank_world(tmp_path, monkeypatch):
+    """A one-process gloo group that reports two ranks; yields the list that counts the
+    ``all_reduce`` calls made inside the block (the group is destroyed afterwards)."""
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
+    calls, real = [], dist.all_reduce
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(dist, 'get_world_size', lambda *a: 2)
+            patch.setattr(dist, 'all_reduce', lambda t, **kw: calls.append(1) or real(t, **kw))
+            yield calls
+    finally:
+        dist.destroy_process_group()

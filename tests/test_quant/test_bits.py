@@ -12,41 +12,40 @@ from maskaq_plugin.quant import (QuantScheme, quantize_model, quantizer_bits, qu
 from maskaq_plugin.quant.inspect import iter_quantizers
 
 
-def _distinct_values(q, x):
-    """Per quantizer: the largest number of distinct output values per tensor/channel."""
-    counts, handles = {}, []
+def _per_quantizer(q, x, measure, activations_only=False):
+    """``{name: measure(quantizer, output)}`` for every quantizer on one forward of ``x``."""
+    found, handles = {}, []
     for name, quantizer in iter_quantizers(q):
-        def hook(module, args, out, name=name):
-            if module.per_channel:
-                axis = max(range(len(module.scale_shape)), key=module.scale_shape.__getitem__)
-                chans = out.detach().movedim(axis, 0).flatten(1)
-                counts[name] = max(c.unique().numel() for c in chans)
-            else:
-                counts[name] = out.detach().unique().numel()
-        handles.append(quantizer.register_forward_hook(hook))
+        if activations_only and quantizer.per_channel:
+            continue
+        handles.append(quantizer.register_forward_hook(
+            lambda module, args, out, name=name: found.__setitem__(
+                name, measure(module, out.detach()))))
     with torch.no_grad():
         q(x)
     for h in handles:
         h.remove()
-    return counts
+    return found
+
+
+def _distinct(module, out):
+    if module.per_channel:  # the largest count over channels
+        axis = max(range(len(module.scale_shape)), key=module.scale_shape.__getitem__)
+        return max(c.unique().numel() for c in out.movedim(axis, 0).flatten(1))
+    return out.unique().numel()
+
+
+def _distinct_values(q, x):
+    """Per quantizer: the largest number of distinct output values per tensor/channel."""
+    return _per_quantizer(q, x, _distinct)
 
 
 def _smallest_gaps(q, x):
     """Per activation quantizer: the smallest gap between distinct output values."""
-    gaps, handles = {}, []
-    for name, quantizer in iter_quantizers(q):
-        if quantizer.per_channel:
-            continue
-
-        def hook(module, args, out, name=name):
-            values = out.detach().unique()
-            gaps[name] = values.diff().min().item() if values.numel() > 1 else 0.0
-        handles.append(quantizer.register_forward_hook(hook))
-    with torch.no_grad():
-        q(x)
-    for h in handles:
-        h.remove()
-    return gaps
+    def gap(module, out):
+        values = out.unique()
+        return values.diff().min().item() if values.numel() > 1 else 0.0
+    return _per_quantizer(q, x, gap, activations_only=True)
 
 
 @pytest.mark.parametrize('recipe', ['lsq', 'nncf'])

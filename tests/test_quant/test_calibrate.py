@@ -9,8 +9,7 @@ import functools
 
 import pytest
 import torch
-import torch.distributed as dist
-from quant_models import images
+from quant_models import images, two_rank_world
 
 from maskaq_plugin.quant import QuantScheme, calibrate_ranges_, quantize_model
 from maskaq_plugin.quant.calibrate import iter_batches
@@ -89,17 +88,9 @@ def test_missing_quantizer_raises(vit, x):
 
 def test_distributed_statistics_are_reduced(vit, x, tmp_path, monkeypatch):
     """Under torch.distributed each rank must end with the same ranges (all-reduce)."""
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
-    try:
-        calls = []
-        real = dist.all_reduce
-        monkeypatch.setattr(dist, 'get_world_size', lambda *a: 2)
-        monkeypatch.setattr(dist, 'all_reduce', lambda t, **kw: calls.append(1) or real(t, **kw))
+    with two_rank_world(tmp_path, monkeypatch) as calls:
         q = quantize_model(vit, QuantScheme(), x)
-        monkeypatch.undo()
-        reference = quantize_model(vit, QuantScheme(), x)
-        assert len(calls) == 4 * 17  # 4 statistics per activation quantizer
-        for (_, a), (_, b) in zip(iter_quantizers(q), iter_quantizers(reference)):
-            assert torch.allclose(a.scale, b.scale)  # one rank: the mean is itself
-    finally:
-        dist.destroy_process_group()
+    reference = quantize_model(vit, QuantScheme(), x)
+    assert len(calls) == 4 * 17  # 4 statistics per activation quantizer
+    for (_, a), (_, b) in zip(iter_quantizers(q), iter_quantizers(reference)):
+        assert torch.allclose(a.scale, b.scale)  # one rank: the mean is itself

@@ -8,10 +8,9 @@ import math
 
 import pytest
 import torch
-import torch.distributed as dist
 from nncf.common.quantization.structs import QuantizationScheme
 from nncf.torch.quantization.layers import PTQuantizerSpec, SymmetricQuantizer
-from quant_models import images
+from quant_models import images, two_rank_world
 
 from maskaq_plugin.quant import (QuantScheme, calibrate_ranges_, load_quantized,
                                  quantize_model, save_quantized)
@@ -238,22 +237,13 @@ def test_save_load_round_trip_carries_the_lsq_state(vit, x, tmp_path):
 
 
 def test_distributed_init_is_reduced(vit, x, tmp_path, monkeypatch):
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/pg', rank=0, world_size=1)
-    try:
-        calls = []
-        real = dist.all_reduce
-        monkeypatch.setattr(dist, 'get_world_size', lambda *a: 2)
-        monkeypatch.setattr(dist, 'all_reduce', lambda t, **kw: calls.append(1) or real(t, **kw))
+    with two_rank_world(tmp_path, monkeypatch) as calls:
         q = quantize_model(vit, QuantScheme(4, 4), x)
-        monkeypatch.undo()
-        reference = quantize_model(vit, QuantScheme(4, 4), x)
-        assert len(calls) == 2 * 17  # (sum of mean|x|, ranks) and min, per activation
-        for (_, a), (_, b) in zip(iter_quantizers(q), iter_quantizers(reference)):
-            if isinstance(a, LSQActivationQuantizer):
-                assert torch.allclose(a.step, b.step) and torch.allclose(a.zero_point,
-                                                                         b.zero_point)
-    finally:
-        dist.destroy_process_group()
+    reference = quantize_model(vit, QuantScheme(4, 4), x)
+    assert len(calls) == 2 * 17  # (sum of mean|x|, ranks) and min, per activation
+    for (_, a), (_, b) in zip(iter_quantizers(q), iter_quantizers(reference)):
+        if isinstance(a, LSQActivationQuantizer):
+            assert torch.allclose(a.step, b.step) and torch.allclose(a.zero_point, b.zero_point)
 
 
 def test_minmax_init_spans_the_mean_min_max_range(vit, x):

@@ -1,32 +1,15 @@
 """SynthesisObjective: L_head is the authors' mean over ALL attention layers."""
+import os.path as osp
+import sys
+
 import torch
 
 from maskaq_plugin.attention import AttentionRecorder, make_attention_explicit
 from maskaq_plugin.synthesis import ClassificationPrior
 from maskaq_plugin.synthesis.objective import SynthesisObjective, key_grid
 
-C1, C2 = 0.01**2, 0.03**2
-
-
-def authors_swin_layer(att, grid):
-    """One layer of the authors' ``ssim_loss_att_map_swin(..., mode='loss')``
-    (github.com/hfutqian/MaskAQ): min-max maps, E[x²] − μ² moments, the H×H SSIM matrix
-    by broadcasting, ``(1 - ssim**2).mean()``."""
-    h, w = grid
-    batch, heads, n, d = att.shape
-    att_map = att.permute(0, 2, 1, 3).reshape(batch * n, heads, d)
-    att_map = att_map - att_map.min(-1, keepdim=True)[0]
-    att_map = att_map / (att_map.max(-1, keepdim=True)[0] + 1e-8)
-    att_map = att_map.reshape(batch * n, heads, h, w)
-    mu = att_map.mean([-2, -1])
-    mu_sq = mu.pow(2)
-    mu1_mu2 = mu.unsqueeze(1) * mu.unsqueeze(2)
-    sigma_sq = (att_map * att_map).mean([-2, -1]) - mu_sq
-    sigma12 = (att_map.unsqueeze(1) * att_map.unsqueeze(2)).mean([-2, -1]) - mu1_mu2
-    ssim = ((2 * mu1_mu2 + C1) * (2 * sigma12 + C2)) / (
-        (mu_sq.unsqueeze(1) + mu_sq.unsqueeze(2) + C1) *
-        (sigma_sq.unsqueeze(1) + sigma_sq.unsqueeze(2) + C2))
-    return (1 - ssim**2).mean()
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'test_losses'))
+from authors_ssim import authors_swin_layer  # noqa: E402
 
 
 def test_head_term_counts_single_head_layers_in_the_layer_mean():
