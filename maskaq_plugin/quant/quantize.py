@@ -1,15 +1,16 @@
 """Build the fake-quantized student Q from the full-precision model F with NNCF.
 
 ``quantize_model`` returns an NNCF-wrapped *copy* of F (the module tree is intact, so
-forward hooks and attention taps keep working) with NNCF's trainable fake quantizers
+forward hooks and attention taps keep working) with trainable fake quantizers (recipe
+``'lsq'``: the authors', :mod:`.lsq`, NNCF quantizer subclasses; ``'nncf'``: NNCF's own)
 inserted as pre-hooks at the places :mod:`.placement` computes. Only quantizers are
 added: no SmoothQuant, no bias correction, no weight change, so Q with its quantizers
 disabled computes exactly what F computes.
 
 Why not ``nncf.quantize``: its placement is not the paper's (see :mod:`.placement`), its
 default hardware config refuses 4-bit, and its SmoothQuant/bias correction change the
-weights. NNCF's quantizer modules, hook storage, ``get_config``/``load_from_config``,
-export and QAT gradients are used unchanged.
+weights. NNCF's hook storage, quantizer base class, ``get_config``/``load_from_config``
+and export are used unchanged (recipe ``'nncf'``: its quantizers and QAT gradients too).
 """
 import copy
 from typing import Any, Iterable, Optional, Union
