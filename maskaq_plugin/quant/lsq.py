@@ -84,21 +84,25 @@ def lsq_quantize(x: torch.Tensor, step: torch.Tensor, zero_point: torch.Tensor,
     return (round_ste((x / s + z).clamp(q_min, q_max)) - z) * s
 
 
-def minmax_weight_quantize(w: torch.Tensor, num_bits: int, reduce_dims) -> torch.Tensor:
+def channel_absmax(w: torch.Tensor, reduce_dims) -> torch.Tensor:
+    """``max|w|`` over ``reduce_dims`` (kept as size-1 axes), without gradient."""
+    w = w.detach().abs()
+    return w.amax(dim=reduce_dims, keepdim=True) if reduce_dims else w
+
+
+def minmax_weight_quantize(w: torch.Tensor, num_bits: int, absmax: torch.Tensor) -> torch.Tensor:
     """Per-channel symmetric min-max fake quantization with a straight-through gradient.
 
     Args:
         w (Tensor): The weight.
         num_bits (int): Bit-width ``b``.
-        reduce_dims (list[int]): Axes reduced to get ``max|w|`` (all but the channel axis).
+        absmax (Tensor): ``max|w|`` per channel (:func:`channel_absmax`), broadcastable.
 
     Returns:
         Tensor: ``clamp(⌊w·r⌉, −2^(b−1), 2^(b−1)−1) / r``, ``r = (2^b − 1)/(2·max|w|)``;
         gradient 1 with respect to ``w`` everywhere.
     """
     with torch.no_grad():
-        absmax = w.detach().abs().amax(dim=reduce_dims, keepdim=True) if reduce_dims \
-            else w.detach().abs()
         inv_step = (2**num_bits - 1) / torch.clamp(2 * absmax, min=1e-8)
         half = 2**(num_bits - 1)
         q = torch.round(w.detach() * inv_step).clamp(-half, half - 1) / inv_step
@@ -264,20 +268,21 @@ class MinMaxWeightQuantizer(SymmetricQuantizer):
         return [d for d, s in enumerate(shape) if s == 1]
 
     @torch.no_grad()
-    def refresh_scale(self, w: torch.Tensor) -> None:
-        """Set NNCF's ``scale`` to the grid that :meth:`quantize` uses for ``w``."""
-        dims = self._reduce_dims(w)
-        absmax = w.detach().abs().amax(dim=dims, keepdim=True) if dims else w.detach().abs()
+    def refresh_scale(self, w: torch.Tensor, absmax: torch.Tensor = None) -> torch.Tensor:
+        """Set NNCF's ``scale`` to the grid that :meth:`quantize` uses for ``w``; returns
+        the per-channel ``max|w|`` (pass it when already computed)."""
+        if absmax is None:
+            absmax = channel_absmax(w, self._reduce_dims(w))
         step = torch.clamp(2 * absmax, min=1e-8) / (2**self.num_bits - 1)
         self._scale_param_storage.data.copy_(
             (step * self.level_high).reshape(self._scale_param_storage.shape))
+        return absmax
 
     def quantize(self, x, execute_traced_op_as_identity: bool = False):
         if execute_traced_op_as_identity:
             return x
         with disable_function_hook_mode():  # see the module docstring: speed
-            self.refresh_scale(x)
-            return minmax_weight_quantize(x, self.num_bits, self._reduce_dims(x))
+            return minmax_weight_quantize(x, self.num_bits, self.refresh_scale(x))
 
     def _prepare_export_quantization(self, x: torch.Tensor):
         with no_jit_trace():
