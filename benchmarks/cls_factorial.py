@@ -58,29 +58,41 @@ def teacher_confidence(fp, images):
                 classes=int(p.argmax(1).unique().numel()))
 
 
-def run_factorial(args, fp, budget, x_train, x_test, y_test):
+def run_factorial(args, fp, budget, x_train, x_test, y_test, cache=None, base_key=None):
     """Images x QAT loss, each image set synthesized once per seed.
 
     ``args`` holds ``bits``, ``seeds``, ``factorial_images``, ``factorial_losses``, ``lr``
-    and ``json`` (see tools/benchmark_cls.py). Returns the markdown tables and the wall
-    time in seconds.
+    and ``json`` (see tools/benchmark_cls.py); ``cache`` (a
+    :class:`benchmarks.common.RunCache`) keeps each (images, loss, seed) cell under
+    ``base_key`` plus the cell, and an image set is made only when one of its cells is
+    missing. Returns the markdown tables and the wall time in seconds.
     """
     start_all, rows = time.time(), {}
     for bits in args.bits:
         w_bits, a_bits = int(bits[1:bits.index('A')]), int(bits[bits.index('A') + 1:])
         for seed in args.seeds:
             for kind in args.factorial_images:
-                start = time.time()
-                calib, train = factorial_images(fp, kind, w_bits, a_bits, budget, seed, x_train)
-                conf = teacher_confidence(fp, train)
-                print(f'{bits} seed {seed} {kind}: images in {time.time() - start:.0f}s, '
-                      f'teacher maxp {conf["maxp"]:.3f} entropy {conf["entropy"]:.3f} '
-                      f'classes {conf["classes"]}', flush=True)
+                keys = {loss: dict(base_key or {}, run='factorial', bits=bits, seed=seed,
+                                   images=kind, loss=FACTORIAL_LOSSES[loss][1])
+                        for loss in args.factorial_losses}
+                stored = {loss: cache.get(k) if cache else None for loss, k in keys.items()}
+                if any(v is None for v in stored.values()):
+                    start = time.time()
+                    calib, train = factorial_images(fp, kind, w_bits, a_bits, budget, seed,
+                                                    x_train)
+                    conf = teacher_confidence(fp, train)
+                    print(f'{bits} seed {seed} {kind}: images in {time.time() - start:.0f}s, '
+                          f'teacher maxp {conf["maxp"]:.3f} entropy {conf["entropy"]:.3f} '
+                          f'classes {conf["classes"]}', flush=True)
                 for loss in args.factorial_losses:
-                    out = calibrate_and_train(fp, w_bits, a_bits, calib, train,
-                                              FACTORIAL_LOSSES[loss][1], budget, seed, x_test,
-                                              y_test, args.lr)
-                    out.update(conf)
+                    out = stored[loss]
+                    if out is None:
+                        out = calibrate_and_train(fp, w_bits, a_bits, calib, train,
+                                                  FACTORIAL_LOSSES[loss][1], budget, seed,
+                                                  x_test, y_test, args.lr)
+                        out.update(conf)
+                        if cache:
+                            cache.put(keys[loss], out)
                     rows.setdefault((bits, kind, loss), []).append(out)
                     print(f'  {loss:9s} calib {out["calib_acc"]:.2f} -> QAT {out["acc"]:.2f}'
                           f' | first {out["first"]} | last {out["last"]} | real-test '

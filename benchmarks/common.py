@@ -111,3 +111,60 @@ def table(header: List[str], rows: List[List[object]]) -> str:
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join('---' for _ in header) + '|']
     lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
     return '\n'.join(lines)
+
+
+class RunCache:
+    """Finished runs of a benchmark, one JSON file per run, so an interrupted call loses
+    only the run in progress and a later call with the same arguments picks up the rest.
+
+    A run's file name is a hash of its arguments (``key``, any JSON-able dict) and of the
+    source of ``maskaq_plugin/`` and ``benchmarks/`` as it was when the cache was opened:
+    a change to the code runs everything again (this also leaves earlier results on disk
+    under their old names; delete ``root`` to drop them).
+    """
+
+    def __init__(self, root: str, enabled: bool = True):
+        import hashlib
+        self.root, self.enabled = root, enabled
+        digest = hashlib.sha256()
+        for top in ('maskaq_plugin', 'benchmarks'):
+            for dirpath, dirnames, files in sorted(os.walk(osp.join(ROOT, top))):
+                dirnames.sort()
+                for name in sorted(files):
+                    if name.endswith('.py'):
+                        path = osp.join(dirpath, name)
+                        digest.update(osp.relpath(path, ROOT).encode())
+                        with open(path, 'rb') as f:
+                            digest.update(f.read())
+        self.code = digest.hexdigest()[:16]
+
+    def path(self, key: dict) -> str:
+        import hashlib
+        import json
+        text = json.dumps(dict(key, code=self.code), sort_keys=True, default=str)
+        return osp.join(self.root, hashlib.sha256(text.encode()).hexdigest()[:24] + '.json')
+
+    def get(self, key: dict):
+        """The stored result of ``key``, or None."""
+        import json
+        path = self.path(key)
+        if not self.enabled or not osp.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)['result']
+
+    def put(self, key: dict, result):
+        """Store ``result`` (JSON-able) atomically; return it."""
+        import json
+        if self.enabled:
+            os.makedirs(self.root, exist_ok=True)
+            path = self.path(key)
+            with open(path + '.tmp', 'w') as f:
+                json.dump(dict(key=key, code=self.code, result=result), f, default=str)
+            os.replace(path + '.tmp', path)
+        return result
+
+    def run(self, key: dict, fn: Callable[[], object]):
+        """``fn()``'s result for ``key``: stored, or computed now and stored."""
+        hit = self.get(key)
+        return hit if hit is not None else self.put(key, fn())

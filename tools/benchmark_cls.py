@@ -35,6 +35,7 @@ Examples:
     python tools/benchmark_cls.py --factorial --bits W4A4 --seeds 0 1 2
 """
 import argparse
+import hashlib
 import json
 import os
 import os.path as osp
@@ -47,9 +48,10 @@ import torch
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the benchmarks package lives beside tools/
 
-from benchmarks.cls_digits import (MEAN, STD, VIT_CFG, accuracy, fmt,  # noqa: E402
+from benchmarks.cls_digits import (CKPT, MEAN, STD, VIT_CFG, accuracy, fmt,  # noqa: E402
                                    load_digits, load_or_train, ptq_on_noise, qat_on_real,
                                    to_input, write_section)
+from benchmarks.common import RunCache  # noqa: E402
 from benchmarks.cls_factorial import FACTORIAL_IMAGES, FACTORIAL_LOSSES, run_factorial  # noqa: E402
 
 METHODS = ('noise', 'psaq', 'mimiq', 'maskaq')
@@ -114,6 +116,12 @@ def parse_args():
                         help='marked block of the section to write (default: main; '
                         '--factorial writes "factorial")')
     parser.add_argument('--json', help='also dump the raw results to this file')
+    parser.add_argument('--cache-dir', default=osp.join(ROOT, 'work_dirs', 'benchmark_cls'),
+                        help='one JSON file per finished run, keyed by its arguments and '
+                        'the code; a later call reuses them (an interrupted call loses '
+                        'only the run in progress)')
+    parser.add_argument('--no-cache', action='store_true',
+                        help='run everything again, store nothing')
     return parser.parse_args()
 
 
@@ -148,13 +156,21 @@ def main():
     print(f'FP test accuracy {fp_acc:.2f}%')
     budget = dict(num_samples=args.num_samples, synthesis_iters=args.synthesis_iters,
                   batch_size=args.batch_size, epochs=args.epochs)
+    cache = RunCache(args.cache_dir, enabled=not args.no_cache)
+    with open(CKPT, 'rb') as f:  # the FP model is part of every run's key
+        fp_id = hashlib.sha256(f.read()).hexdigest()[:16]
+    base_key = dict(budget=budget, recipe=args.recipe, quant=quant, lr=args.lr, fp=fp_id,
+                    digits=args.digits, threads=args.threads)
     if args.factorial:
-        text, total = run_factorial(args, fp, budget, x_train, x_test, y_test)
+        text, total = run_factorial(args, fp, budget, x_train, x_test, y_test, cache,
+                                    base_key)
         extra = (f' --bits {" ".join(args.bits)} --factorial --factorial-images '
                  f'{" ".join(args.factorial_images)} --factorial-losses '
                  f'{" ".join(args.factorial_losses)}')
         if args.recipe != 'lsq':
             extra += f' --recipe {args.recipe}'
+        if args.act_init:
+            extra += f' --act-init {args.act_init}'
         command = budget_command(args, budget, refresh, extra)
         text += f'\n\nCommand ({machine_note(args, total)}):\n\n```bash\n{command}\n```'
         print(text)
@@ -170,10 +186,14 @@ def main():
     for bits in args.bits:
         w_bits, a_bits = int(bits[1:bits.index('A')]), int(bits[bits.index('A') + 1:])
         if not args.skip_refs:
-            ptq[bits] = [ptq_on_noise(fp, w_bits, a_bits, args.num_samples, seed, x_test,
-                                      y_test) for seed in args.seeds]
-            real[bits] = [qat_on_real(fp, w_bits, a_bits, x_train, budget, seed, x_test,
-                                      y_test, qat_loss, args.lr) for seed in args.seeds]
+            ptq[bits] = [cache.run(
+                dict(base_key, run='ptq-noise', bits=bits, seed=seed),
+                lambda: ptq_on_noise(fp, w_bits, a_bits, args.num_samples, seed, x_test,
+                                     y_test)) for seed in args.seeds]
+            real[bits] = [cache.run(
+                dict(base_key, run='qat-real', bits=bits, seed=seed, qat_loss=qat_loss),
+                lambda: qat_on_real(fp, w_bits, a_bits, x_train, budget, seed, x_test,
+                                    y_test, qat_loss, args.lr)) for seed in args.seeds]
             print(f'{bits} PTQ on noise (no QAT): {fmt(ptq[bits])}%, real-data QAT: '
                   f'{fmt(real[bits])}%', flush=True)
         for key, label, overrides in rows:
@@ -184,15 +204,22 @@ def main():
                 kwargs[name] = dict(kwargs.get(name) or {}, **value) \
                     if isinstance(value, dict) else value
             for seed in args.seeds:
-                start = time.time()
-                q = quantize_data_free(
-                    fp, input_size=(3, 32, 32), num_classes=10, mean=MEAN, std=STD,
-                    w_bits=w_bits, a_bits=a_bits, method=method, seed=seed, progress=False,
-                    lr=args.lr, recipe=args.recipe, quant=quant, **budget, **kwargs)
-                seconds = time.time() - start
-                acc = accuracy(q, x_test, y_test)
+                def one_run():
+                    start = time.time()
+                    q = quantize_data_free(
+                        fp, input_size=(3, 32, 32), num_classes=10, mean=MEAN, std=STD,
+                        w_bits=w_bits, a_bits=a_bits, method=method, seed=seed,
+                        progress=False, lr=args.lr, recipe=args.recipe, quant=quant,
+                        **budget, **kwargs)
+                    return [accuracy(q, x_test, y_test), time.time() - start]
+
+                run_key = dict(base_key, run='method', bits=bits, seed=seed, method=method,
+                               kwargs=kwargs)
+                cached = cache.get(run_key) is not None
+                acc, seconds = cache.run(run_key, one_run)
                 results.setdefault((bits, key), []).append((acc, seconds))
-                print(f'{bits} {label} seed {seed}: {acc:.2f}% in {seconds:.0f}s', flush=True)
+                print(f'{bits} {label} seed {seed}: {acc:.2f}% in {seconds:.0f}s'
+                      + (' (stored run)' if cached else ''), flush=True)
     total = time.time() - start_all
     # 4. table
     extra = ''.join(f' --{k.replace("_", "-")} {v:g}' for k, v in qat_loss.items())
