@@ -164,7 +164,7 @@ def config_text(cfg_or_path) -> str:
 
 
 def run_one(task: str, variant: str, bits: str, seed: int, budget: dict, work_root: str,
-            data_root: str, threads: int) -> dict:
+            data_root: str, threads: int, device: str = 'cpu') -> dict:
     """One training run, or its stored result when that was made with the same budget
     and the same config (a changed config, e.g. a new default, runs again)."""
     work_dir = osp.join(work_root, task, variant, bits, f'seed{seed}')
@@ -190,7 +190,7 @@ def run_one(task: str, variant: str, bits: str, seed: int, budget: dict, work_ro
     t0 = time.time()
     with open(log_path, 'w') as log:
         proc = subprocess.run([sys.executable, 'tools/train.py', cfg_path, '--work-dir',
-                               work_dir], cwd=ROOT, env=env, stdout=log,
+                               work_dir, '--device', device], cwd=ROOT, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     wall = time.time() - t0
     if proc.returncode != 0:
@@ -216,7 +216,7 @@ def run(*, tasks: Sequence[str] = ('det', 'seg'), variants: Sequence[str] = METH
         num_samples: int = 16, synthesis_iters: int = 25, epochs: int = 8,
         batch_size: int = 8, refresh_every: int = 4, threads: int = 1,
         work_root: str = 'work_dirs/benchmark_accuracy',
-        data_root: str = 'data/digit_scenes', log=print) -> dict:
+        data_root: str = 'data/digit_scenes', log=print, device: str = 'cpu') -> dict:
     """Run (or reuse) every task x variant x bits x seed; return every finished run of
     this budget under ``work_root`` (these and earlier calls')."""
     budget = dict(num_samples=num_samples, synthesis_iters=synthesis_iters, epochs=epochs,
@@ -231,7 +231,7 @@ def run(*, tasks: Sequence[str] = ('det', 'seg'), variants: Sequence[str] = METH
     results = []
     for i, (t, v, b, s) in enumerate(runs, 1):
         t0 = time.time()
-        res = run_one(t, v, b, s, budget, work_root, data_root, threads)
+        res = run_one(t, v, b, s, budget, work_root, data_root, threads, device)
         results.append(res)
         shown = ', '.join(f'{k}={val:.4g}' for k, val in res['metrics'].items())
         log(f'[{i}/{len(runs)}] {t} {v} {b} seed {s}: {shown} ({res["wall_s"]:.0f} s run, '

@@ -73,8 +73,9 @@ def random_affine(x, gen):
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
                          torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    background = (0 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    background = ((0 - torch.tensor(MEAN).view(1, 3, 1, 1)) /
+                  torch.tensor(STD).view(1, 3, 1, 1)).to(x.device)
     return F.grid_sample(x - background, grid, align_corners=False) + background
 
 
@@ -91,6 +92,7 @@ def train_fp(x_train, y_train, x_test, y_test, epochs=80, batch=128, seed=0):
         model.train()
         start = time.time()
         for idx in torch.randperm(len(y_train), generator=gen).split(batch):
+            idx = idx.to(x_train.device)
             loss = F.cross_entropy(model(random_affine(x_train[idx], gen)), y_train[idx],
                                    label_smoothing=0.1)
             opt.zero_grad()
@@ -145,7 +147,7 @@ def build_pair(fp, w_bits, a_bits):
     teacher = copy.deepcopy(fp)
     make_attention_explicit(teacher)
     q = quantize_model(teacher, QuantScheme(w_bits, a_bits, recipe=RECIPE, **QUANT),
-                       torch.zeros(1, 3, 32, 32))
+                       torch.zeros(1, 3, 32, 32, device=next(fp.parameters()).device))
     teacher.requires_grad_(False)  # after quantize_model: Q keeps trainable weights
     return teacher, q
 
@@ -158,13 +160,14 @@ def ptq_on_noise(fp, w_bits, a_bits, num_samples, seed, x_test, y_test):
     hi = ((1 - torch.tensor(MEAN)) / torch.tensor(STD)).view(1, 3, 1, 1)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(num_samples, 3, 32, 32, generator=gen)
-    calibrate_ranges_(q, torch.maximum(torch.minimum(noise, hi), lo))
+    device = next(fp.parameters()).device
+    calibrate_ranges_(q, torch.maximum(torch.minimum(noise, hi), lo).to(device))
     return accuracy(q, x_test, y_test)
 
 
 def real_subset(x_train, num_samples, seed):
     gen = torch.Generator().manual_seed(seed)
-    return x_train[torch.randperm(len(x_train), generator=gen)[:num_samples]]
+    return x_train[torch.randperm(len(x_train), generator=gen)[:num_samples].to(x_train.device)]
 
 
 def calibrate_and_train(fp, w_bits, a_bits, calib, train, loss_kwargs, budget, seed, x_test,
@@ -181,7 +184,8 @@ def calibrate_and_train(fp, w_bits, a_bits, calib, train, loss_kwargs, budget, s
     from maskaq_plugin.quant import calibrate_ranges_
     teacher, q = build_pair(fp, w_bits, a_bits)
     bs = budget['batch_size']
-    calibrate_ranges_(q, list(calib.split(bs)), subset_size=len(calib))
+    device = next(fp.parameters()).device
+    calibrate_ranges_(q, [b.to(device) for b in calib.split(bs)], subset_size=len(calib))
     calib_acc = accuracy(q, x_test, y_test)
     epochs = []
     run_classification_qat(
@@ -190,7 +194,8 @@ def calibrate_and_train(fp, w_bits, a_bits, calib, train, loss_kwargs, budget, s
         log=lambda msg: epochs.append({k: float(v) for k, v in re.findall(
             r'(\w+)=([-+0-9.eE]+)', msg.split(') ', 1)[1])}))
     with torch.no_grad():
-        real = classification_qat_loss(teacher, q.eval(), x_test[:250], mssim_weight=1.0)
+        real = classification_qat_loss(teacher, q.eval(), x_test[:250].to(device),
+                                       mssim_weight=1.0)
     return dict(calib_acc=calib_acc, acc=accuracy(q, x_test, y_test), first=epochs[0],
                 last=epochs[-1], real_mssim=real['mssim'].item(), real_kd=real['kd'].item())
 

@@ -43,7 +43,8 @@ def factorial_images(fp, kind, w_bits, a_bits, budget, seed, x_train):
     round0 = Synthesizer(teacher, **common).synthesize(n, bs, seed=_derived_seed(seed, 0))
     if kind != 'maskaq':
         return round0.images, round0.images
-    calibrate_ranges_(q, list(round0.images.split(bs)), subset_size=n)
+    device = next(fp.parameters()).device
+    calibrate_ranges_(q, [b.to(device) for b in round0.images.split(bs)], subset_size=n)
     round1 = Synthesizer(teacher, student=q, **common).synthesize(
         n, bs, seed=_derived_seed(seed, 1))
     return round0.images, round1.images
@@ -52,7 +53,7 @@ def factorial_images(fp, kind, w_bits, a_bits, budget, seed, x_train):
 @torch.no_grad()
 def teacher_confidence(fp, images):
     """Mean max-probability and entropy (nats) of F on ``images``, and how many classes win."""
-    p = fp.eval()(images).softmax(1)
+    p = fp.eval()(images.to(next(fp.parameters()).device)).softmax(1)
     entropy = -(p * p.clamp_min(1e-12).log()).sum(1)
     return dict(maxp=p.max(1).values.mean().item(), entropy=entropy.mean().item(),
                 classes=int(p.argmax(1).unique().numel()))

@@ -43,12 +43,19 @@ def tiny_swin(img_size: int = 64, num_classes: int = 100, explicit: bool = True,
     return model
 
 
+def synchronize() -> None:
+    """Wait for queued CUDA work (a no-op on the CPU), so wall times cover the kernels."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def interleaved(variants: Dict[str, Callable[[], object]], repeats: int,
                 warmup: int = 1) -> Dict[str, List[float]]:
     """Wall time (s) of each variant, ``repeats`` rounds; the order rotates every round.
 
     Run side by side on a shared machine, the variants see the same background load
-    within a round, so per-round ratios and medians are comparable.
+    within a round, so per-round ratios and medians are comparable. CUDA work is
+    synchronised before and after each call.
     """
     names = list(variants)
     for _ in range(warmup):
@@ -58,8 +65,10 @@ def interleaved(variants: Dict[str, Callable[[], object]], repeats: int,
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
+            synchronize()
             start = time.perf_counter()
             variants[name]()
+            synchronize()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -70,7 +79,7 @@ def paired_ratio(times: Dict[str, List[float]], slow: str, fast: str) -> float:
 
 
 def machine() -> dict:
-    """CPU, cores, threads and library versions, for the tables."""
+    """CPU, cores, threads, GPU (when CUDA is available) and library versions."""
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
@@ -78,8 +87,9 @@ def machine() -> dict:
                        if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return dict(cpu=cpu, cores=os.cpu_count(), torch=torch.__version__,
-                torch_threads=torch.get_num_threads())
+                torch_threads=torch.get_num_threads(), gpu=gpu)
 
 
 def load() -> float:

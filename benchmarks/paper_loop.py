@@ -28,7 +28,8 @@ order, L_mad also for Swin, and hierarchical backbones handled per group of equa
 shaped layers (METHOD.md, "Hierarchical backbones"). The random draws
 come from one ``torch.Generator`` in the order of ``Synthesizer`` (augmentation, L_ent
 rows, mask drop), so with the same generator state both draw the same numbers
-(``torch.rand`` of ``(B, n)`` equals ``B`` draws of ``(n,)`` on the CPU).
+(``torch.rand`` of ``(B, n)`` equals ``B`` draws of ``(n,)`` on the CPU). The generator
+is a CPU one on every device: on CUDA its draws are moved to the images' device.
 """
 import math
 
@@ -48,9 +49,9 @@ def augment(img, i, iters, gen):
     img_jit = torch.roll(img, shifts=(off1, off2), dims=(2, 3))
     batch, channels = img.shape[:2]
     sigma = 0.5 * (1 - i / max(iters - 1, 1))
-    noise = torch.randn(batch, channels, 1, 1, generator=gen) * sigma
-    mean = torch.rand(batch, channels, 1, 1, generator=gen) * 2 - 1
-    std = (torch.rand(batch, channels, 1, 1, generator=gen) * 2 - 1).exp()
+    noise = (torch.randn(batch, channels, 1, 1, generator=gen) * sigma).to(img.device)
+    mean = (torch.rand(batch, channels, 1, 1, generator=gen) * 2 - 1).to(img.device)
+    std = (torch.rand(batch, channels, 1, 1, generator=gen) * 2 - 1).exp().to(img.device)
     out = []
     for b in range(batch):
         out.append((img_jit[b] + noise[b] - mean[b]) / std[b])
@@ -104,7 +105,8 @@ def attention_entropy_loss_similarity(groups, gen, patch_subsample_k=64, eps=1e-
                 vecs = att_mean[b]
                 n = vecs.shape[0]
                 if n > patch_subsample_k:
-                    idx = torch.rand(n, generator=gen).argsort()[:patch_subsample_k]
+                    idx = torch.rand(n, generator=gen).argsort()[:patch_subsample_k].to(
+                        vecs.device)
                     vecs = vecs[idx]
                 vecs = F.normalize(vecs, p=2, dim=-1, eps=1e-6)
                 sims = torch.matmul(vecs, vecs.t())
@@ -132,7 +134,7 @@ def generate_attention_mask(records, ratio, gen, drop_prob=0.3):
             keep = max(1, int(round(k * (1.0 - drop_prob))))
             top_indices = torch.topk(att_b, k).indices
             if keep < k:
-                perm = torch.rand(k, generator=gen).argsort()
+                perm = torch.rand(k, generator=gen).argsort().to(top_indices.device)
                 top_indices = top_indices[perm[:keep]]
             mask = torch.zeros_like(att_b)
             mask[top_indices] = 1.0
@@ -208,7 +210,8 @@ def generate(model_origin, model_quant, *, batch_size, iters, num_classes, input
         num_classes (int): Classes of F's logits (random labels).
         input_size (tuple): ``(C, H, W)``.
         mean, std (Sequence[float]): Normalisation of F's input.
-        gen (torch.Generator): CPU generator: images, labels, then every random draw.
+        gen (torch.Generator): CPU generator: images, labels, then every random draw
+            (moved to the device of ``model_origin``'s parameters).
         freeze (bool): Switch off the parameter gradients of F and Q during the run
             (the authors do not). Defaults to False.
         lr (float): AdamW learning rate. Defaults to 0.1.
@@ -225,10 +228,11 @@ def generate(model_origin, model_quant, *, batch_size, iters, num_classes, input
         m.eval()
         if freeze:
             m.requires_grad_(False)
-    mu = torch.tensor(mean).view(-1, 1, 1)
-    sd = torch.tensor(std).view(-1, 1, 1)
-    img_train = torch.randn((batch_size, *input_size), generator=gen)
-    class_label = torch.randint(num_classes, (batch_size, ), generator=gen)
+    device = next(model_origin.parameters()).device
+    mu = torch.tensor(mean).view(-1, 1, 1).to(device)
+    sd = torch.tensor(std).view(-1, 1, 1).to(device)
+    img_train = torch.randn((batch_size, *input_size), generator=gen).to(device)
+    class_label = torch.randint(num_classes, (batch_size, ), generator=gen).to(device)
     img_train.requires_grad = True
     opt = torch.optim.AdamW([img_train], lr=lr, betas=[0.9, 0.999], eps=1e-8,
                             weight_decay=1e-6)

@@ -11,7 +11,8 @@ attention recorded), the student forward with its attention recorded, ``T²·KL 
 The batch is fixed (pre-augmented noise, batch 16 as in the paper code), so the data
 pipeline is not timed. Time: interleaved rounds, median. Memory: the peak of live CPU
 tensor bytes during one step (torch.profiler with ``profile_memory=True``, its memory
-timeline), i.e. activations, saved tensors and gradients on top of what existed before.
+timeline), i.e. activations, saved tensors and gradients on top of what existed before;
+on CUDA the same quantity from ``torch.cuda.max_memory_allocated``.
 """
 import copy
 import statistics
@@ -32,8 +33,18 @@ MODELS = {
 STUDENTS = {'FP': None, 'W8A8': QuantScheme(8, 8), 'W4A4': QuantScheme(4, 4)}
 
 
-def peak_step_memory(step) -> float:
-    """Peak live CPU tensor memory (MiB) during ``step()``, from torch.profiler."""
+def peak_step_memory(step, device='cpu') -> float:
+    """Peak live tensor memory (MiB) during ``step()`` above what existed before it.
+
+    CPU: torch.profiler's memory timeline; CUDA: the allocator's peak statistics.
+    """
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import MemoryProfileTimeline
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
@@ -44,10 +55,10 @@ def peak_step_memory(step) -> float:
     return max(sum(s) for s in sizes) / 2**20 if sizes else float('nan')
 
 
-def _steps(build, batch: int) -> dict:
-    teacher = build()
+def _steps(build, batch: int, device='cpu') -> dict:
+    teacher = build().to(device)
     size = (3, *teacher.patch_embed.img_size)
-    x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(batch, *size, generator=torch.Generator().manual_seed(0)).to(device)
     students = {name: copy.deepcopy(teacher) if scheme is None else
                 quantize_model(teacher, scheme, x[:1], calib_inputs=x)
                 for name, scheme in STUDENTS.items()}
@@ -62,17 +73,21 @@ def _steps(build, batch: int) -> dict:
     return steps
 
 
-def run(*, batch: int = 16, repeats: int = 10) -> dict:
+def run(*, batch: int = 16, repeats: int = 10, device: str = 'cpu',
+        models: dict = None, memory: bool = True) -> dict:
+    """Time and (``memory``) peak step memory of every model (``models``: label ->
+    builder; default :data:`MODELS`) on ``device``."""
     results = []
-    for label, build in MODELS.items():
-        steps = _steps(build, batch)
+    for label, build in (models or MODELS).items():
+        steps = _steps(build, batch, device)
         times = interleaved(steps, repeats, warmup=2)
-        memory = {name: peak_step_memory(step) for name, step in steps.items()}
+        peaks = {name: peak_step_memory(step, device) for name, step in steps.items()} \
+            if memory else {}
         results.append(dict(
-            model=label, batch=batch, repeats=repeats, times=times,
+            model=label, batch=batch, repeats=repeats, times=times, device=str(device),
             median_s={k: statistics.median(v) for k, v in times.items()},
             ratio={k: paired_ratio(times, k, 'FP') for k in times if k != 'FP'},
-            peak_mib=memory))
+            peak_mib=peaks))
     return dict(models=results)
 
 

@@ -11,6 +11,10 @@ interleaved rounds (:func:`benchmarks.common.interleaved`):
 * ``paper``: :mod:`benchmarks.paper_loop`, parameters of F and Q left trainable as in the
   authors' code (the backward also fills their gradients);
 * ``paper_frozen``: the same loop with F and Q frozen, to separate loops from freezing.
+
+On CUDA (``device``) the models and images live on the GPU; ``ours`` then draws its
+augmentation on a CUDA generator and the paper loop on the CPU one, so the terms agree
+at iteration 1 only on the CPU (the timing compares the same work either way).
 """
 import hashlib
 import importlib.util
@@ -59,23 +63,25 @@ def rel_diff(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-12)
 
 
-def _setup(build, batch: int, scheme: QuantScheme):
-    teacher = build()
+def _setup(build, batch: int, scheme: QuantScheme, device='cpu'):
+    teacher = build().to(device)
     c, h, w = 3, teacher.patch_embed.img_size[0], teacher.patch_embed.img_size[1]
-    calib = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(123))
+    calib = torch.randn(batch, c, h, w, generator=torch.Generator().manual_seed(123)).to(device)
     student = quantize_model(teacher, scheme, calib[:1], calib_inputs=calib)
     return teacher, student, (c, h, w)
 
 
 def run(*, batch: int = 8, iters: int = 20, repeats: int = 5, seed: int = 0,
-        scheme: QuantScheme = QuantScheme(4, 4), before: str = None) -> dict:
-    """Measure every model; returns a JSON-able dict of times, ratios and loss terms."""
+        scheme: QuantScheme = QuantScheme(4, 4), before: str = None, device: str = 'cpu',
+        models: dict = None) -> dict:
+    """Measure every model (``models``: label -> builder; default :data:`MODELS`) on
+    ``device``; returns a JSON-able dict of times, ratios and loss terms."""
     results = []
     classes = {'ours': Synthesizer}
     if before:
         classes['before'] = load_synthesizer(before)
-    for label, build in MODELS.items():
-        teacher, student, size = _setup(build, batch, scheme)
+    for label, build in (models or MODELS).items():
+        teacher, student, size = _setup(build, batch, scheme, device)
         num_classes = teacher.num_classes
 
         def ours(cls, n_iters):
@@ -110,6 +116,7 @@ def run(*, batch: int = 8, iters: int = 20, repeats: int = 5, seed: int = 0,
         last = _compare(last_out)
         results.append(dict(
             model=label, student=scheme.name, batch=batch, iters=iters, repeats=repeats,
+            device=str(device),
             times=times, median_s={k: statistics.median(v) for k, v in times.items()},
             images_per_s={k: batch / statistics.median(v) for k, v in times.items()},
             ratio={k: paired_ratio(times, k, 'ours') for k in times if k != 'ours'},
@@ -128,7 +135,7 @@ def _compare(outs: dict) -> dict:
              for name, out in outs.items()}
     diff = {name: max(rel_diff(terms[name][k], terms['ours'][k]) for k in terms['ours'])
             for name in outs if name != 'ours'}
-    img = {name: float((out['images'] - ref['images']).abs().max())
+    img = {name: float((out['images'] - ref['images']).abs().max().cpu())
            for name, out in outs.items() if name != 'ours'}
     return dict(terms=terms, max_rel_diff=diff, image_max_abs_diff=img)
 

@@ -15,7 +15,10 @@ Subcommands (``all`` runs the first three in turn; it is the default):
 Each writes a table, the exact command and the machine (cores, load) into its section of
 docs/benchmarks.md ("Synthesis speed", "QAT cost", "Deployment"), a plot under docs/ and
 the raw numbers under benchmarks/results/. Timings interleave the variants in one
-process and take medians, for a shared, loaded machine.
+process and take medians, for a shared, loaded machine. ``--device`` (default: cuda when
+available) is where ``synthesis``, ``qat`` and ``accuracy`` run; ``deploy`` measures
+OpenVINO's CPU runtime and ignores it. The GPU figures of issue #12 come from
+``tools/gpu_check.sh`` instead.
 
 Examples:
     python tools/benchmark.py synthesis --repeats 5
@@ -25,6 +28,7 @@ Examples:
     python tools/benchmark.py all --no-write          # print only
     python tools/benchmark.py synthesis --render      # rewrite the doc from the last run
     python tools/benchmark.py accuracy --tasks det --bits w3a3 --seeds 0 1 2
+    python tools/benchmark.py qat --device cpu
 """
 import argparse
 import importlib
@@ -36,6 +40,8 @@ import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the benchmarks package lives beside tools/
+
+from maskaq_plugin.utils import add_device_argument, device_or_exit  # noqa: E402
 
 SECTIONS = dict(synthesis='Synthesis speed', qat='QAT cost', deploy='Deployment',
                 accuracy='Accuracy: detection and segmentation (digit scenes)')
@@ -74,7 +80,10 @@ def parse_args(argv=None):
                         help='rewrite the sections from benchmarks/results/*.json, no run')
     parser.add_argument('--no-write', action='store_true',
                         help='print the sections instead of writing the doc')
-    return parser.parse_args(argv)
+    add_device_argument(parser)
+    args = parser.parse_args(argv)
+    args.device = device_or_exit(args.device)
+    return args
 
 
 def _run(what, args, command):
@@ -86,6 +95,8 @@ def _run(what, args, command):
     kwargs = dict(repeats=args.repeats) if args.repeats else {}
     if args.batch and what != 'deploy':
         kwargs['batch'] = args.batch
+    if what in ('synthesis', 'qat'):
+        kwargs['device'] = args.device
     if what == 'synthesis':
         kwargs.update(iters=args.iters, before=args.before)
     if what == 'deploy':
@@ -94,7 +105,8 @@ def _run(what, args, command):
         kwargs = dict(tasks=args.tasks, bits=args.bits, seeds=args.seeds,
                       num_samples=args.num_samples, synthesis_iters=args.synthesis_iters,
                       epochs=args.epochs, refresh_every=args.refresh_every,
-                      threads=args.threads, batch_size=args.batch or 8)
+                      threads=args.threads, batch_size=args.batch or 8,
+                      device=str(args.device))
         if args.variants:
             kwargs['variants'] = args.variants
     results = osp.join(ROOT, 'benchmarks', 'results', f'{what}.json')
@@ -109,6 +121,8 @@ def _run(what, args, command):
         res['machine'] = (f'{info["cpu"]}, {info["cores"]} cores shared with other jobs '
                           f'({common.fmt_load(load_before, load_after)}), {args.threads} '
                           f'thread(s), torch {info["torch"]}')
+        if args.device.type == 'cuda' and what != 'deploy':
+            res['machine'] += f', on {info["gpu"]}'
         res['command'] = command
         os.makedirs(osp.dirname(results), exist_ok=True)
         with open(results, 'w') as f:

@@ -33,6 +33,7 @@ Examples:
         --ablations no-ent no-mad no-refresh random-mask
     python tools/benchmark_cls.py --bits W4A4 --mssim-weight 0   # every method KD only
     python tools/benchmark_cls.py --factorial --bits W4A4 --seeds 0 1 2
+    python tools/benchmark_cls.py --device cuda          # default: cuda when available
 """
 import argparse
 import hashlib
@@ -52,6 +53,7 @@ from benchmarks.cls_digits import (CKPT, MEAN, STD, VIT_CFG, accuracy, fmt,  # n
                                    load_digits, load_or_train, ptq_on_noise, qat_on_real,
                                    to_input, write_section)
 from benchmarks.common import RunCache  # noqa: E402
+from maskaq_plugin.utils import add_device_argument, device_or_exit  # noqa: E402
 from benchmarks.cls_factorial import FACTORIAL_IMAGES, FACTORIAL_LOSSES, run_factorial  # noqa: E402
 
 METHODS = ('noise', 'psaq', 'mimiq', 'maskaq')
@@ -122,20 +124,25 @@ def parse_args():
                         'only the run in progress)')
     parser.add_argument('--no-cache', action='store_true',
                         help='run everything again, store nothing')
-    return parser.parse_args()
+    add_device_argument(parser)
+    args = parser.parse_args()
+    args.device = device_or_exit(args.device)
+    return args
 
 
 def budget_command(args, budget, refresh, extra=''):
     return 'python tools/benchmark_cls.py' + ''.join(
         f' --{k.replace("_", "-")} {v}' for k, v in budget.items()) + \
         f' --refresh-every {refresh} --threads {args.threads}' + \
+        (f' --device {args.device}' if args.device.type != 'cpu' else '') + \
         (f' --lr {args.lr:g}' if args.lr else '') + \
         f' --seeds {" ".join(map(str, args.seeds))}' + extra
 
 
 def machine_note(args, total):
+    gpu = f', on {torch.cuda.get_device_name(args.device)}' if args.device.type == 'cuda' else ''
     return (f'{platform.machine()} CPU, {os.cpu_count()} cores shared with other jobs, '
-            f'{args.threads} torch thread(s); {total / 60:.1f} min')
+            f'{args.threads} torch thread(s){gpu}; {total / 60:.1f} min')
 
 
 def main():
@@ -152,6 +159,9 @@ def main():
     x_train, x_test = to_input(x_train), to_input(x_test)
     # 2. FP model
     fp, fp_acc = load_or_train((x_train, y_train, x_test, y_test), args.retrain)
+    fp = fp.to(args.device)  # quantize_data_free runs where the model's parameters are
+    x_train, y_train, x_test, y_test = (t.to(args.device)
+                                        for t in (x_train, y_train, x_test, y_test))
     fp_acc = accuracy(fp, x_test, y_test)
     print(f'FP test accuracy {fp_acc:.2f}%')
     budget = dict(num_samples=args.num_samples, synthesis_iters=args.synthesis_iters,
@@ -161,6 +171,8 @@ def main():
         fp_id = hashlib.sha256(f.read()).hexdigest()[:16]
     base_key = dict(budget=budget, recipe=args.recipe, quant=quant, lr=args.lr, fp=fp_id,
                     digits=args.digits, threads=args.threads)
+    if args.device.type != 'cpu':  # CPU keys as before: earlier stored runs stay valid
+        base_key['device'] = str(args.device)
     if args.factorial:
         text, total = run_factorial(args, fp, budget, x_train, x_test, y_test, cache,
                                     base_key)

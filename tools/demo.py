@@ -16,6 +16,7 @@ Nothing is downloaded. The steps:
 Usage::
 
     python tools/demo.py [--work-dir work_dirs/demo] [--epochs 2] [--synthesis-iters 20]
+                         [--device cpu|cuda]   # passed on to every run (default: cuda if any)
 """
 import argparse
 import glob
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from maskaq_plugin.utils import last_logged_metrics
+from maskaq_plugin.utils import add_device_argument, device_or_exit, last_logged_metrics
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RUNS = [  # (name, config, FP checkpoint, metric keys)
@@ -47,7 +48,10 @@ def parse_args():
     parser.add_argument('--synthesis-iters', type=int, default=20,
                         help='Stage 1 iterations per round (paper: 2000)')
     parser.add_argument('--batch-size', type=int, default=8)
-    return parser.parse_args()
+    add_device_argument(parser)
+    args = parser.parse_args()
+    args.device = str(device_or_exit(args.device))  # refused here, before any run
+    return args
 
 
 def run(cmd, log_path):
@@ -110,13 +114,14 @@ def main():
             ] + data_options(args.data_root, task)
             t0 = time.time()
             run([py, 'tools/train.py', config.format(bits=bits), '--work-dir', work_dir,
-                 '--cfg-options'] + opts, osp.join(work_root, f'{task}_{bits}.log'))
+                 '--device', args.device, '--cfg-options'] + opts,
+                osp.join(work_root, f'{task}_{bits}.log'))
             rows.append((name, bits.upper(), last_logged_metrics(work_dir, keys), time.time() - t0))
 
     # 3. previews of synthetic samples with their informative-region masks
     preview_dir = osp.join(work_root, 'previews')
     run([py, 'tools/synthesize.py', RUNS[0][1].format(bits=args.bits[0]), '--out', preview_dir,
-         '--num-samples', '4', '--preview', '4', '--cfg-options',
+         '--num-samples', '4', '--preview', '4', '--device', args.device, '--cfg-options',
          f'custom_hooks.0.synthesis.iters={args.synthesis_iters}',
          f'custom_hooks.0.bootstrap_iters={args.synthesis_iters}', 'custom_hooks.0.batch_size=4'],
         osp.join(work_root, 'synthesize.log'))

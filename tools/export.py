@@ -8,6 +8,11 @@ Examples::
 
     python tools/export.py CONFIG work_dirs/run1/epoch_6.pth --out work_dirs/run1/export
     python tools/export.py CONFIG CKPT --out OUT --formats onnx --no-full-model
+
+Export always runs on the CPU (no ``--device``): the checkpoint is loaded with
+``map_location='cpu'`` (one trained on a GPU exports the same), ONNX tracing does not
+depend on the device, and the OpenVINO IR is compiled for and checked on the CPU, against
+the torch student on the CPU.
 """
 import argparse
 import os.path as osp

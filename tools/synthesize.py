@@ -12,6 +12,7 @@ recalibration. Examples::
     python tools/synthesize.py configs/mmdet/maskaq_maskrcnn_swin-tiny_digits_w4a8.py \
         --out work_dirs/synth --num-samples 16 --preview 8
     python tools/synthesize.py CONFIG --checkpoint work_dirs/run1/epoch_3.pth --out OUT
+    python tools/synthesize.py CONFIG --out OUT --device cpu   # default: cuda if available
 """
 import argparse
 import math
@@ -33,7 +34,8 @@ from maskaq_plugin.attention import AttentionRecorder  # noqa: E402
 from maskaq_plugin.engine.hooks import SampleRefreshHook  # noqa: E402
 from maskaq_plugin.losses.functional import informative_region_mask  # noqa: E402
 from maskaq_plugin.synthesis.bank import SampleBank  # noqa: E402
-from maskaq_plugin.utils import load_config  # noqa: E402
+from maskaq_plugin.utils import (add_device_argument, device_or_exit, load_config,  # noqa: E402
+                                 use_runner_device)
 
 PREVIEW_RATIO = 0.1  # ρ at the end of synthesis (docs/method.md)
 
@@ -50,6 +52,7 @@ def parse_args(argv=None):
         nargs='+',
         action=DictAction,
         help='override settings of the config, key=value')
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     if args.num_samples is not None and args.num_samples < 1:
         parser.error(f'--num-samples must be >= 1, got {args.num_samples}')
@@ -119,6 +122,7 @@ def write_previews(algo, bank_dir, k, count, out_dir):
 
 def main(argv=None):
     args = parse_args(argv)
+    device = device_or_exit(args.device)
     cfg = load_config(args.config, args.cfg_options, work_dir=args.out)
     hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') == 'SampleRefreshHook']
     if not hooks:
@@ -132,6 +136,7 @@ def main(argv=None):
     cfg.custom_hooks = [h for h in cfg.custom_hooks if h.get('type') != 'MaskAQExportHook']
     cfg.resume, cfg.load_from = False, None
 
+    use_runner_device(cfg, device)
     runner = Runner.from_cfg(cfg)
     hook = next(h for h in runner.hooks if isinstance(h, SampleRefreshHook))
     algo = runner.model.module if is_model_wrapper(runner.model) else runner.model

@@ -6,6 +6,7 @@ mIoU for mmseg, accuracy for mmpretrain), computed with the quantized student. E
     python tools/test.py CONFIG work_dirs/run1/epoch_2.pth
     python tools/test.py CONFIG CKPT --out results.pkl --show-dir vis
     torchrun --nproc_per_node=2 tools/test.py CONFIG CKPT --launcher pytorch
+    python tools/test.py CONFIG CKPT --device cpu    # default: cuda when available
 """
 import argparse
 import os
@@ -19,7 +20,8 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 import maskaq_plugin  # noqa: E402,F401  (registers components and safe checkpoint globals)
-from maskaq_plugin.utils import load_config, setup_launcher  # noqa: E402
+from maskaq_plugin.utils import (add_device_argument, device_or_exit,  # noqa: E402
+                                 load_config, setup_launcher, use_runner_device)
 
 
 def parse_args(argv=None):
@@ -40,6 +42,7 @@ def parse_args(argv=None):
         default='none',
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_device_argument(parser)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -74,6 +77,7 @@ def dump_metric(scope, out):
 
 def main(argv=None):
     args = parse_args(argv)
+    device = device_or_exit(args.device)
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint {args.checkpoint!r} does not exist; pass a checkpoint '
@@ -83,7 +87,8 @@ def main(argv=None):
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
 
-    setup_launcher(cfg)
+    use_runner_device(cfg, device)
+    setup_launcher(cfg, device)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out:
         runner.test_evaluator.metrics.append(dump_metric(cfg.get('default_scope'), args.out))

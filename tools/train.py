@@ -7,6 +7,14 @@ config's ``default_scope``). Examples::
     python tools/train.py CONFIG --work-dir work_dirs/run1 --resume          # latest ckpt
     python tools/train.py CONFIG --resume work_dirs/run1/epoch_2.pth
     torchrun --nproc_per_node=2 tools/train.py CONFIG --launcher pytorch    # CPU: gloo
+    python tools/train.py CONFIG --device cpu        # stay on the CPU where CUDA exists
+
+``--device`` defaults to ``cuda`` when CUDA is available, else ``cpu``; an unavailable
+device is refused. ``--amp`` is refused for MaskAQ configs: a QAT step whose loss is
+non-finite is skipped with a loss that reaches no parameter
+(:class:`~maskaq_plugin.models.MaskAQAlgorithm`), and AMP's ``GradScaler.step`` then fails
+("No inf checks were recorded for this optimizer"); fp16 autocast through the fake
+quantizers is also unvalidated. Other configs (the FP models) may use it on CUDA.
 """
 import argparse
 import os
@@ -19,7 +27,14 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 import maskaq_plugin  # noqa: E402,F401  (registers components and safe checkpoint globals)
-from maskaq_plugin.utils import check_checkpoints, load_config, setup_launcher  # noqa: E402
+from maskaq_plugin.utils import (add_device_argument, check_checkpoints,  # noqa: E402
+                                 device_or_exit, load_config, setup_launcher,
+                                 use_runner_device)
+
+AMP_REFUSED = ('--amp is not supported for MaskAQ configs: a QAT step whose loss is '
+               'non-finite is skipped with a loss that reaches no parameter, and AMP\'s '
+               'GradScaler.step then fails ("No inf checks were recorded"); fp16 autocast '
+               'through the fake quantizers is also unvalidated. Drop --amp (fp32 training)')
 
 
 def parse_args(argv=None):
@@ -27,7 +42,9 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs, checkpoints and exports')
     parser.add_argument(
-        '--amp', action='store_true', help='automatic mixed precision (needs CUDA)')
+        '--amp', action='store_true',
+        help='automatic mixed precision (CUDA; refused for MaskAQ configs, see above)')
+    add_device_argument(parser)
     parser.add_argument(
         '--resume',
         nargs='?',
@@ -58,11 +75,13 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
 
+    device = device_or_exit(args.device)
     if args.amp:
-        import torch
-        if not torch.cuda.is_available():
-            raise SystemExit('--amp needs a CUDA device (MMEngine AmpOptimWrapper); '
-                             'drop --amp to train in fp32 on CPU')
+        if cfg.model.get('type') == 'MaskAQAlgorithm':
+            raise SystemExit(AMP_REFUSED)
+        if device.type != 'cuda':
+            raise SystemExit(f'--amp needs a CUDA device (MMEngine AmpOptimWrapper), got '
+                             f'--device {device}; drop --amp to train in fp32 on CPU')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.loss_scale = 'dynamic'
 
@@ -78,7 +97,8 @@ def main(argv=None):
         cfg.load_from = args.resume
 
     check_checkpoints(cfg)  # a missing or truncated file fails here, not after the build
-    setup_launcher(cfg)
+    use_runner_device(cfg, device)
+    setup_launcher(cfg, device)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

@@ -13,6 +13,7 @@ Steps:
 Examples:
     python tools/train_fp_models.py                      # both models -> checkpoints/
     python tools/train_fp_models.py --models det --cfg-options train_cfg.max_epochs=1
+    python tools/train_fp_models.py --device cpu         # default: cuda when available
 """
 import argparse
 import hashlib
@@ -28,6 +29,10 @@ import torch
 from mmengine.config import Config, DictAction
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+from maskaq_plugin.utils import (add_device_argument, device_or_exit,  # noqa: E402
+                                 use_runner_device)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MODELS = {
@@ -128,6 +133,7 @@ def train_one(kind, args):
     cfg.merge_from_dict(spec.get('cfg_options', {}))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    use_runner_device(cfg, args.device)
     runner = Runner.from_cfg(cfg)
     start = time.time()
     runner.train()  # both train loops validate after their last epoch / iteration
@@ -163,7 +169,10 @@ def parse_args():
                         'and is fastest on a shared CPU')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='overrides applied to every trained config')
-    return parser.parse_args()
+    add_device_argument(parser)
+    args = parser.parse_args()
+    args.device = device_or_exit(args.device)
+    return args
 
 
 def main():
@@ -183,7 +192,7 @@ def main():
     report['environment'] = dict(
         python=platform.python_version(), torch=str(torch.__version__),
         mmengine=__import__('mmengine').__version__, mmdet=__import__('mmdet').__version__,
-        mmseg=__import__('mmseg').__version__, device='cpu')
+        mmseg=__import__('mmseg').__version__, device=str(args.device))
     with open(metrics_path, 'w') as f:
         json.dump(report, f, indent=2)
     print(json.dumps(results, indent=2))

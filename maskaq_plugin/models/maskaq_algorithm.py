@@ -148,8 +148,9 @@ class MaskAQAlgorithm(BaseModel):
 
     A step whose loss is non-finite (on any rank) is skipped: the returned loss is a zero
     that reaches no parameter, so every gradient stays ``None`` and the optimizer leaves
-    the weights and its state alone (plain ``OptimWrapper``; ``AmpOptimWrapper`` is not
-    supported). Skips are counted (``distill.nonfinite_steps`` in the log);
+    the weights and its state alone (plain ``OptimWrapper``; ``AmpOptimWrapper`` is
+    refused by :meth:`train_step`: its ``GradScaler.step`` fails when no parameter got a
+    gradient). Skips are counted (``distill.nonfinite_steps`` in the log);
     ``max_nonfinite_steps`` skips in a row raise :class:`NonFiniteLossError`.
 
     Args:
@@ -399,6 +400,16 @@ class MaskAQAlgorithm(BaseModel):
         return self
 
     # -------------------------------------------------------------- forward
+    def train_step(self, data, optim_wrapper):
+        """MMEngine's step; ``AmpOptimWrapper`` is refused (see the class docstring)."""
+        if type(optim_wrapper).__name__ == 'AmpOptimWrapper':
+            raise TypeError(
+                'MaskAQAlgorithm does not support AmpOptimWrapper: a skipped non-finite '
+                'step returns a loss that reaches no parameter, and GradScaler.step then '
+                'fails ("No inf checks were recorded"); use optim_wrapper type '
+                "'OptimWrapper' (fp32), i.e. drop --amp")
+        return super().train_step(data, optim_wrapper)
+
     def forward(self, inputs: Tensor, data_samples: Optional[list] = None,
                 mode: str = 'tensor'):
         if mode == 'loss':

@@ -96,6 +96,16 @@ def quantizers_disabled(model: nn.Module):
             q.enabled.copy_(flag)
 
 
+def _all_reduce_(t, op=dist.ReduceOp.SUM):
+    """``dist.all_reduce`` of a CPU statistic in place; NCCL reduces CUDA tensors only."""
+    if dist.get_backend() != 'nccl':
+        dist.all_reduce(t, op=op)
+        return
+    on_gpu = t.to(torch.device('cuda', torch.cuda.current_device()))
+    dist.all_reduce(on_gpu, op=op)
+    t.copy_(on_gpu)
+
+
 class _Stats:
     """Running statistics of one quantizer's input."""
 
@@ -139,13 +149,13 @@ class _Stats:
         if self.first is not None:  # mean of mean|x| over ranks, min of min x
             total = torch.stack([self.first[0][0], torch.ones(())])  # (sum, ranks)
             minimum = self.first[0][1:].clone()
-            dist.all_reduce(total)
-            dist.all_reduce(minimum, op=dist.ReduceOp.MIN)
+            _all_reduce_(total)
+            _all_reduce_(minimum, op=dist.ReduceOp.MIN)
             self.first = torch.cat([(total[0] / total[1]).reshape(1), minimum]), self.first[1]
         elif self.absmax is None and not isinstance(self.q, MinMaxWeightQuantizer):
             for t in (self.count, self.sum_min, self.sum_max):
-                dist.all_reduce(t)
-            dist.all_reduce(self.min, op=dist.ReduceOp.MIN)
+                _all_reduce_(t)
+            _all_reduce_(self.min, op=dist.ReduceOp.MIN)
 
     @torch.no_grad()
     def apply(self):

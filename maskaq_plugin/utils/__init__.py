@@ -1,6 +1,8 @@
 """Utilities: weights-only loading of MMEngine checkpoints, checkpoint file checks, config
-handling for tools/."""
+and device handling for tools/."""
 from .checkpoint_file import CheckpointFileError, check_checkpoint_file, explain_load_error
+from .device import (add_device_argument, default_device, device_or_exit,
+                     resolve_device, use_runner_device)
 from .launch import check_checkpoints, load_config, setup_launcher
 from .log_scalars import last_logged_metrics
 from .safe_load import history_buffer_getattr, register_safe_globals, safe_globals
@@ -8,7 +10,8 @@ from .safe_load import history_buffer_getattr, register_safe_globals, safe_globa
 register_safe_globals()
 
 __all__ = [
-    'CheckpointFileError', 'check_checkpoint_file', 'check_checkpoints', 'explain_load_error',
-    'history_buffer_getattr', 'last_logged_metrics', 'load_config', 'register_safe_globals',
-    'safe_globals', 'setup_launcher'
+    'CheckpointFileError', 'add_device_argument', 'check_checkpoint_file', 'check_checkpoints',
+    'default_device', 'device_or_exit', 'explain_load_error', 'history_buffer_getattr',
+    'last_logged_metrics', 'load_config', 'register_safe_globals', 'resolve_device',
+    'safe_globals', 'setup_launcher', 'use_runner_device'
 ]

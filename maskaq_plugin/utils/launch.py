@@ -11,6 +11,9 @@ MMEngine 0.10.7 assumes CUDA for multi-process runs in three places; this module
 3. ``Runner.wrap_model`` passes ``device_ids=[LOCAL_RANK]`` to DistributedDataParallel,
    which refuses them for CPU modules: ``model_wrapper_cfg.device_ids`` is set to None.
 
+``--device cpu`` takes the same path on a machine with CUDA, and a node running more
+ranks than it has GPUs shares them round-robin (:func:`setup_launcher`).
+
 ``env_cfg.dist_cfg.timeout`` (seconds; MMEngine's and torch's default: 1800) bounds how
 long a rank waits in a collective for a peer that hangs; a peer that *dies* is noticed by
 ``torchrun``, which stops the other ranks within seconds (docs/reliability.md).
@@ -27,6 +30,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from .checkpoint_file import check_checkpoint_file
+from .device import local_world_size
 
 
 def load_config(path, cfg_options=None, work_dir=None, launcher='none'):
@@ -89,13 +93,25 @@ def _timeout_seconds(value):
     return datetime.timedelta(seconds=value)
 
 
-def setup_launcher(cfg):
-    """Prepare ``cfg`` (and the process group) for a multi-process run without CUDA.
+def setup_launcher(cfg, device=None):
+    """Prepare ``cfg`` (and the process group) for a multi-process run.
 
-    Nothing to do for ``launcher='none'`` or where CUDA is available (MMEngine's own path).
+    Args:
+        cfg (Config): From :func:`load_config`.
+        device (torch.device | str, optional): The run's ``--device``; None: CUDA when
+            available. Defaults to None.
+
+    On the CPU (no CUDA, or ``--device cpu``): gloo, no ``device_ids``, the process group
+    initialised here. On CUDA MMEngine's own path (one GPU per rank, ``LOCAL_RANK``),
+    except when a node runs more ranks than it has GPUs: the ranks then share the GPUs
+    round-robin, initialised here (NCCL refuses two ranks on one GPU, so set
+    ``env_cfg.dist_cfg.backend=gloo`` for that). Nothing to do for ``launcher='none'``.
     """
-    if cfg.launcher == 'none' or torch.cuda.is_available():
+    if cfg.launcher == 'none':
         return cfg
+    on_cuda = torch.cuda.is_available() if device is None else torch.device(device).type == 'cuda'
+    if on_cuda:
+        return _share_gpus(cfg) if local_world_size() > torch.cuda.device_count() else cfg
     if cfg.launcher != 'pytorch':
         raise ValueError(
             f'--launcher {cfg.launcher} needs CUDA (MMEngine calls torch.cuda.set_device); '
@@ -107,20 +123,43 @@ def setup_launcher(cfg):
         print_log(f'no CUDA device: dist backend {dist_cfg.get("backend", "nccl")!r} -> '
                   "'gloo'", logger='current')
         dist_cfg['backend'] = 'gloo'
+    _wrapper(cfg)['device_ids'] = None
+    _init_process_group(dist_cfg)
+    return cfg
+
+
+def _wrapper(cfg):
     wrapper = cfg.get('model_wrapper_cfg') or dict(
         type='MMDistributedDataParallel',
         broadcast_buffers=False,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
-    wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
-    if not torch_dist.is_initialized():
-        missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
-                   if k not in os.environ]
-        if missing:
-            raise RuntimeError(f'--launcher pytorch but {missing} are not set: start the '
-                               'processes with torchrun (tools/dist_train.sh CONFIG N)')
-        kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
-        if 'timeout' in kwargs:  # seconds in configs, as in mmengine.dist.init_dist
-            kwargs['timeout'] = _timeout_seconds(kwargs['timeout'])
-        torch_dist.init_process_group(backend='gloo', **kwargs)
+    return cfg.model_wrapper_cfg  # Config stores a copy
+
+
+def _share_gpus(cfg):
+    """More ranks than GPUs on this node: rank ``r`` on GPU ``LOCAL_RANK % count``."""
+    if cfg.launcher != 'pytorch':
+        raise ValueError(f'--launcher {cfg.launcher}: {local_world_size()} processes on '
+                         f'{torch.cuda.device_count()} GPU(s); start one process per GPU')
+    gpu = int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()
+    torch.cuda.set_device(gpu)
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    dist_cfg.setdefault('backend', 'nccl')
+    _wrapper(cfg)['device_ids'] = [gpu]
+    _init_process_group(dist_cfg)
     return cfg
+
+
+def _init_process_group(dist_cfg):
+    if torch_dist.is_initialized():
+        return
+    missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+               if k not in os.environ]
+    if missing:
+        raise RuntimeError(f'--launcher pytorch but {missing} are not set: start the '
+                           'processes with torchrun (tools/dist_train.sh CONFIG N)')
+    kwargs = {k: v for k, v in dist_cfg.items() if k != 'backend'}
+    if 'timeout' in kwargs:  # seconds in configs, as in mmengine.dist.init_dist
+        kwargs['timeout'] = _timeout_seconds(kwargs['timeout'])
+    torch_dist.init_process_group(backend=dist_cfg.get('backend', 'nccl'), **kwargs)
