@@ -28,14 +28,13 @@ import argparse
 import os.path as osp
 import sys
 
-import torch
-
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the benchmarks package lives beside tools/
 
 from benchmarks.table1 import METHODS, PAPER_BUDGET, run_table1  # noqa: E402
 from benchmarks.table1_data import check_model_name  # noqa: E402
 from benchmarks.table1_paper import BITS, MODELS  # noqa: E402
+from maskaq_plugin.utils.device import add_device_argument, device_or_exit  # noqa: E402
 
 WEIGHT_SUFFIXES = ('.safetensors', '.pth', '.pth.tar', '.bin')
 
@@ -59,8 +58,7 @@ def parse_args(argv=None):
     parser.add_argument('--bits', nargs='+', default=['W4A4', 'W4A8'], choices=BITS)
     parser.add_argument('--methods', nargs='+', default=['maskaq'], choices=METHODS)
     parser.add_argument('--seeds', nargs='+', type=int, default=[0])
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
-                        help='default: cuda when available, else cpu')
+    add_device_argument(parser)
     budget = parser.add_argument_group('budget (defaults: the paper\'s)')
     for key, value in PAPER_BUDGET.items():
         budget.add_argument('--' + key.replace('_', '-'), type=int, default=value,
@@ -110,9 +108,10 @@ def resolve_weights(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    device = str(device_or_exit(args.device))
     models, weights = resolve_weights(args)
     out = run_table1(models, weights, args.val_dir, bits=args.bits, methods=args.methods,
-                     seeds=args.seeds, device=args.device,
+                     seeds=args.seeds, device=device,
                      budget={k: getattr(args, k) for k in PAPER_BUDGET},
                      work_dir=args.work_dir, val_labels=args.val_labels,
                      max_val_images=args.max_val_images,
