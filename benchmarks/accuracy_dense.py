@@ -165,8 +165,9 @@ def config_text(cfg_or_path) -> str:
 
 def run_one(task: str, variant: str, bits: str, seed: int, budget: dict, work_root: str,
             data_root: str, threads: int, device: str = 'cpu') -> dict:
-    """One training run, or its stored result when that was made with the same budget
-    and the same config (a changed config, e.g. a new default, runs again)."""
+    """One training run, or its stored result when that was made with the same budget,
+    on the same device and with the same config (a changed config, e.g. a new
+    default, runs again; a result without a device was made on the CPU)."""
     work_dir = osp.join(work_root, task, variant, bits, f'seed{seed}')
     result_path = osp.join(work_dir, 'result.json')
     cfg_path = osp.join(work_dir, 'config.py')
@@ -174,7 +175,8 @@ def run_one(task: str, variant: str, bits: str, seed: int, budget: dict, work_ro
     if osp.isfile(result_path) and osp.isfile(cfg_path):
         with open(result_path) as f:
             res = json.load(f)
-        if res.get('budget') == budget and config_text(cfg_path) == config_text(cfg):
+        if (res.get('budget') == budget and res.get('device', 'cpu') == device
+                and config_text(cfg_path) == config_text(cfg)):
             return res
     os.makedirs(work_dir, exist_ok=True)
     for name in os.listdir(work_dir):  # a stale or unfinished run: start over
@@ -204,7 +206,7 @@ def run_one(task: str, variant: str, bits: str, seed: int, budget: dict, work_ro
         raise RuntimeError(f'{task}/{variant}/{bits}/seed{seed}: no {sorted(missing)} in '
                            f'the logs of {work_dir}')
     res = dict(task=task, variant=variant, bits=bits, seed=seed, budget=budget,
-               metrics=metrics, wall_s=round(wall, 1))
+               metrics=metrics, wall_s=round(wall, 1), device=device)
     with open(result_path + '.tmp', 'w') as f:
         json.dump(res, f, indent=1)
     os.replace(result_path + '.tmp', result_path)
