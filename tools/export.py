@@ -3,7 +3,8 @@
 Writes what ``MaskAQExportHook`` writes after training (see
 ``maskaq_plugin/engine/hooks/export_hook.py``): ``quantized_student.pth``,
 ``backbone.onnx``, ``backbone.xml``/``.bin`` and, where the host model traces,
-``model.onnx`` / ``model.xml``. The OpenVINO IR is checked against the torch student.
+``model.onnx`` / ``model.xml``. The OpenVINO IR is checked against the torch student; it
+stores a W4 student's weights as 4-bit ``i4`` codes (``i8`` at W8).
 Examples::
 
     python tools/export.py CONFIG work_dirs/run1/epoch_6.pth --out work_dirs/run1/export

@@ -36,6 +36,7 @@ from nncf.torch.quantization.layers import QuantizerExportMode
 from torch import nn
 
 from .inspect import iter_quantizers, quantizer_info
+from .ir_weights import compare_ir_weights
 from .quantize import trace_graph
 
 OPENVINO_CPU_CONFIG = {'INFERENCE_PRECISION_HINT': 'f32', 'DYNAMIC_QUANTIZATION_GROUP_SIZE': 0}
@@ -111,11 +112,13 @@ def _quiet_tracing():
         yield
 
 
-def _export_copy(qmodel: nn.Module, mode: QuantizerExportMode) -> nn.Module:
+def _export_copy(qmodel: nn.Module, mode: Optional[QuantizerExportMode]) -> nn.Module:
+    """A CPU copy in eval mode; its quantizers set to export ``mode`` unless None."""
     model = copy.deepcopy(qmodel).cpu()
     model.eval()
-    for _, q in iter_quantizers(model):
-        q.set_export_mode(mode)
+    if mode is not None:
+        for _, q in iter_quantizers(model):
+            q.set_export_mode(mode)
     return model
 
 
@@ -190,22 +193,29 @@ def export_openvino(qmodel: nn.Module, example_input: Any, path: str, *, check: 
 
     The model is traced once with ``torch.jit.trace(check_trace=False)`` (OpenVINO's own
     trace re-runs the model to check it: 3-4x slower, and it warns about NNCF's export
-    rounding), converted with ``openvino.convert_model`` and saved uncompressed
-    (``compress_to_fp16=False``).
+    rounding), converted with ``openvino.convert_model`` and saved with
+    ``compress_to_fp16=False``. The IR stores every quantized weight as integers:
+    ``i4`` for at most 4 bits, ``i8`` above, with a ``Convert → Multiply(scale)``
+    decompression subgraph (OpenVINO folds each weight FakeQuantize on conversion; see
+    :mod:`.ir_weights`); activations stay ``FakeQuantize`` nodes.
 
     Args:
         qmodel (nn.Module): Model from :func:`quantize_model`.
         example_input: One input (tensor or tuple of positional tensors).
         path (str): Output ``.xml`` path (the ``.bin`` goes beside it).
         check (bool): Compile the saved IR with :func:`compile_openvino`, run it on
-            ``example_input`` and compare with ``qmodel``. Defaults to True.
+            ``example_input`` and compare with ``qmodel``; and read the IR's weights
+            back: each quantized weight must be stored as ``i4`` / ``i8`` integer codes
+            equal to those of its torch quantizer
+            (:func:`~maskaq_plugin.quant.ir_weights.compare_ir_weights`). Defaults to True.
         rtol (float): Largest relative L2 error accepted by the check. Defaults to 5e-2.
 
     Returns:
         str: The ``.xml`` path.
 
     Raises:
-        ExportMismatchError: The IR's outputs differ from ``qmodel``'s beyond ``rtol``.
+        ExportMismatchError: The IR's outputs differ from ``qmodel``'s beyond ``rtol``, or
+            a quantized weight is not stored as its torch quantizer's integer codes.
     """
     import openvino as ov
     model = _export_copy(qmodel, QuantizerExportMode.FAKE_QUANTIZE)
@@ -226,4 +236,11 @@ def export_openvino(qmodel: nn.Module, example_input: Any, path: str, *, check: 
             raise ExportMismatchError(
                 f'OpenVINO IR {path} differs from the torch model: relative L2 error '
                 f'{err:.3g} > {rtol:g} (compiled with {OPENVINO_CPU_CONFIG}).')
+        # the quantizers' own forward (not their export rounding) gives our codes
+        report = compare_ir_weights(openvino_core().read_model(path),
+                                    _export_copy(qmodel, None), args)
+        if report.problems:
+            raise ExportMismatchError(f'OpenVINO IR {path} does not store the quantized '
+                                      'weights as integer codes: '
+                                      + '; '.join(report.problems[:5]))
     return path

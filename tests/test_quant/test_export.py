@@ -31,6 +31,8 @@ from maskaq_plugin.quant import (ExportMismatchError, QuantScheme, export_onnx,
                                  strip_quantized)
 from maskaq_plugin.quant.export import compile_openvino, openvino_core, relative_error
 from maskaq_plugin.quant.inspect import iter_quantizers
+from maskaq_plugin.quant.ir_weights import (WeightReport, compare_ir_weights, ir_weights,
+                                            torch_weights)
 
 TOL_8BIT, TOL_LOW_BIT = 3e-2, 1e-5
 
@@ -222,3 +224,86 @@ def test_compiles_leave_a_valid_signal_stack(tmp_path):
                           timeout=300)
     assert proc.returncode == 0, f'rc {proc.returncode}\n{proc.stdout}\n{proc.stderr[-2000:]}'
     assert 'alive after the signal' in proc.stdout
+
+
+# ------------------------------------------------------------ 4-bit weights in the IR
+# Measured on these tiny models (ViT seeds 0-1, Swin, TinyMHA; W3-W8, both recipes):
+# every IR code equals ours, dequantized weights within 3e-8 (weights ~0.1-0.5), outputs
+# within 1e-6 except W4A8 'nncf' (NNCF's 8-bit activation export FakeQuantize, as at
+# W8A8: 2.0e-2), and the W4 .bin is 0.572x the W8 one (biases, LayerNorms, scales: f32).
+TOL_IR_WEIGHT = 1e-7  # |dequantized IR weight - torch w_q|, absolute
+
+
+@pytest.fixture(scope='module', params=[(4, 8, 'lsq'), (4, 8, 'nncf'), (4, 4, 'lsq'),
+                                        (4, 4, 'nncf')], ids=lambda p: f'w{p[0]}a{p[1]}-{p[2]}')
+def w4_ir(vit, x, tmp_path_factory, request):
+    w_bits, a_bits, recipe = request.param
+    q = quantize_model(vit, QuantScheme(w_bits, a_bits, recipe=recipe), x).eval()
+    xml = export_openvino(q, x, str(tmp_path_factory.mktemp('ir') / 'w4.xml'))  # checked
+    return q, xml
+
+
+def test_i4_constants_decode_exactly():
+    import openvino as ov
+    from maskaq_plugin.quant.ir_weights import _constant_values
+    codes = [-8, -1, 0, 1, 7, 3, 5]  # odd count: the last byte is half used
+    i4 = ov.op.Constant(ov.Type.i4, ov.Shape([7]), codes)
+    np.testing.assert_array_equal(_constant_values(i4), codes)
+    u4 = ov.op.Constant(ov.Type.u4, ov.Shape([7]), [c % 16 for c in codes])
+    np.testing.assert_array_equal(_constant_values(u4), [8, 15, 0, 1, 7, 3, 5])
+
+
+def test_openvino_w4_ir_stores_our_4bit_codes(w4_ir, x):
+    q, xml = w4_ir
+    ov_model = openvino_core().read_model(xml)
+    stored = ir_weights(ov_model)  # every MatMul/Convolution weight that is a constant
+    assert len(stored) == 10 and {w.element_type for w in stored} == {'i4'}
+    assert all(w.zero_point is None for w in stored)  # symmetric: Convert -> Multiply
+    assert {w.op.split('/')[0] for w in stored} == {
+        '__module.patch_embed.proj', '__module.head',
+        *(f'__module.blocks.{b}.{m}' for b in (0, 1)
+          for m in ('attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2'))}
+    report = compare_ir_weights(ov_model, q, x)
+    assert report.problems == [] and len(report.matched) == 10
+    assert set(report.element_types.values()) == {'i4'}
+    assert report.code_mismatches == 0 and report.max_abs_error < TOL_IR_WEIGHT
+    narrow = q.maskaq_scheme.recipe == 'nncf'
+    codes = np.concatenate([w.codes.ravel() for w in stored])
+    assert (codes.min(), codes.max()) == ((-7, 7) if narrow else (-8, 7))
+    # Outputs: W4A8 'nncf' keeps NNCF's 8-bit activation tie flips (module docstring).
+    a8_nncf = q.maskaq_scheme.a_bits == 8 and narrow
+    tol = TOL_8BIT if a8_nncf else TOL_LOW_BIT
+    assert relative_error(_ov(compile_openvino(xml), x), _torch(q, x)) < tol
+
+
+def test_openvino_w4_bin_is_smaller_than_w8(vit, x, tmp_path):
+    q4 = quantize_model(vit, QuantScheme(4, 8), x).eval()
+    q8 = quantize_model(vit, QuantScheme(8, 8), x).eval()
+    xml4 = export_openvino(q4, x, str(tmp_path / 'w4a8.xml'))
+    xml8 = export_openvino(q8, x, str(tmp_path / 'w8a8.xml'), rtol=TOL_8BIT_OPENVINO)
+    assert {w.element_type for w in ir_weights(openvino_core().read_model(xml8))} == {'i8'}
+    size4, size8 = (os.path.getsize(p[:-4] + '.bin') for p in (xml4, xml8))
+    # 30.9k weights: 15.5 kB at 4 bits, 30.9 kB at 8; plus ~5 kB of f32 in both
+    assert size4 / size8 < 0.6  # measured 0.572
+    n_weights = sum(w.stored.size for w in ir_weights(openvino_core().read_model(xml4)))
+    assert size8 - size4 == pytest.approx(n_weights / 2, abs=8)  # half a byte per weight
+
+
+def test_weight_check_reports_weights_that_are_not_ours(vit, x, w4_ir):
+    q, xml = w4_ir
+    ov_model = openvino_core().read_model(xml)
+    other = quantize_model(tiny_vit(seed=3), QuantScheme(4, 4), x).eval()
+    report = compare_ir_weights(ov_model, other, x)
+    assert len(report.problems) == 10 and not report.matched
+    assert 'no IR weight equals its fake-quantized weight' in report.problems[0]
+    w8 = quantize_model(vit, QuantScheme(8, 8, recipe=q.maskaq_scheme.recipe), x).eval()
+    assert compare_ir_weights(ov_model, w8, x).problems  # 8-bit grid: not these values
+    records = torch_weights(q, x)
+    assert len(records) == 10 and {r.num_bits for r in records} == {4}
+
+
+def test_openvino_export_refuses_float_weights(q_w4a4, x, tmp_path, monkeypatch):
+    bad = WeightReport(problems=['blocks/0/attn/qkv: stored as f32, not i4'])
+    monkeypatch.setattr(export_module, 'compare_ir_weights', lambda *a: bad)
+    with pytest.raises(ExportMismatchError, match='integer codes: blocks/0/attn/qkv'):
+        export_openvino(q_w4a4, x, str(tmp_path / 'bad.xml'))

@@ -10,8 +10,9 @@ After training (and in ``tools/export.py``) :func:`export_quantized` writes, und
   here too), ``meta`` = bits, input size, task, the head's scheme (or None). Plain types only: loads with
   ``torch.load(weights_only=True)``; :func:`load_quantized_student` rebuilds the model.
 - ``backbone.onnx`` and ``backbone.xml``/``.bin``: the quantized backbone (ONNX: QDQ
-  pairs at 8 bits, OpenVINO ``FakeQuantize`` below; the IR is checked against the torch
-  student by :func:`maskaq_plugin.quant.export_openvino`).
+  pairs at 8 bits, OpenVINO ``FakeQuantize`` below; the IR stores the weights as ``i4``
+  codes up to 4 bits, ``i8`` above, and is checked against the torch student, outputs
+  and weight codes, by :func:`maskaq_plugin.quant.export_openvino`).
 - ``model.onnx`` / ``model.xml``: the whole student (``mode='tensor'``: the raw head
   outputs, no post-processing) where the host model exports; each format is tried on
   its own and a failure is logged with its reason and skipped (the backbone files are
