@@ -13,7 +13,6 @@ import numbers
 import time
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from mmengine.logging import print_log
 from torch import nn
@@ -22,6 +21,7 @@ from .attention import make_attention_explicit
 from .losses.functional import check_mask_mode
 from .qat import RefreshSchedule, run_classification_qat
 from .synthesis import METHOD_TERMS, ClassificationPrior, Synthesizer
+from .utils.seeding import derive_seed
 
 DEFAULT_LR = 1e-3
 # Stage 2 loss per method (METHOD.md): KD + λ·L_mssim, masked (MaskAQ) or not (MimiQ).
@@ -33,10 +33,6 @@ QAT_LOSS = {
 }
 QAT_LOSS_KEYS = ('temperature', 'mssim_weight', 'top_ratio', 'w_high', 'w_low', 'mask_mode')
 SYNTHESIS_KEYS = ('lr', 'loss_weights', 'mask_mode', 'max_retries')
-
-
-def _derived_seed(seed: int, *keys: int) -> int:
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
 def _check_int(name: str, value, low: int, high: Optional[int] = None, fix: str = ''):
@@ -214,7 +210,7 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     def synthesize(round_idx: int, with_student: bool) -> torch.Tensor:
         start = time.time()
         syn = Synthesizer(teacher, student=student if with_student else None, **common)
-        res = syn.synthesize(num_samples, batch_size, seed=_derived_seed(seed, round_idx))
+        res = syn.synthesize(num_samples, batch_size, seed=derive_seed(seed, round_idx))
         losses = ', '.join(f'{k}={v:.4g}' for k, v in res.losses.items())
         log(f'synthesis round {round_idx} ({"with" if with_student else "without"} Q): '
             f'{num_samples} images in {time.time() - start:.1f}s {losses}')

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..utils.seeding import derive_seed
 from .augment import synthesis_augment
 from .objective import MASK_RATIO, SynthesisObjective
 from .priors.base import TaskPrior
@@ -56,8 +57,7 @@ class SynthesisResult:
 
 def batch_seed(seed: int, batch_index: int, rank: int = 0, attempt: int = 0) -> int:
     """Seed of one batch: a hash of ``(seed, rank, batch_index, attempt)``."""
-    state = np.random.SeedSequence([seed, rank, batch_index, attempt]).generate_state(2)
-    return int(state[0]) << 31 | int(state[1]) >> 1
+    return derive_seed(seed, rank, batch_index, attempt, bits=63)
 
 
 def _rank() -> int:
