@@ -18,6 +18,7 @@ from mmengine.logging import print_log
 from torch import nn
 
 from .attention import make_attention_explicit
+from .losses.defaults import MSSIM_WEIGHT, W_HIGH, W_LOW
 from .losses.functional import check_mask_mode
 from .qat import RefreshSchedule, run_classification_qat
 from .synthesis import METHOD_TERMS, ClassificationPrior, Synthesizer
@@ -26,8 +27,8 @@ from .utils.seeding import derive_seed
 DEFAULT_LR = 1e-3
 # Stage 2 loss per method (METHOD.md): KD + λ·L_mssim, masked (MaskAQ) or not (MimiQ).
 QAT_LOSS = {
-    'maskaq': dict(mssim_weight=10.0, w_high=2.0),
-    'mimiq': dict(mssim_weight=10.0, w_high=1.0),
+    'maskaq': dict(mssim_weight=MSSIM_WEIGHT, w_high=W_HIGH),
+    'mimiq': dict(mssim_weight=MSSIM_WEIGHT, w_high=W_LOW),
     'psaq': dict(mssim_weight=0.0),
     'noise': dict(mssim_weight=0.0),
 }
