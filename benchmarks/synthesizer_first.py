@@ -10,7 +10,7 @@ Original docstring: Stage 1 of MaskAQ: optimise noise images into informative sy
 data.
 
 Qian et al., "Selective Coupling of Decoupled Informative Regions: Masked Attention
-Alignment for Data-Free Quantization of Vision Transformers", ICML 2026 (METHOD.md,
+Alignment for Data-Free Quantization of Vision Transformers", ICML 2026 (docs/method.md,
 "Stage 1"). The baselines of the same pipeline are selected with ``method``: MimiQ
 (Choi et al.) and PSAQ-ViT (Li et al., ECCV 2022) objectives, or plain noise.
 
@@ -78,7 +78,7 @@ def _rank() -> int:
 
 
 class Synthesizer:
-    """Stage 1 synthesizer (METHOD.md, "Stage 1").
+    """Stage 1 synthesizer (docs/method.md, "Stage 1").
 
     Args:
         teacher (nn.Module): Full-precision model F with explicit attention

@@ -2,7 +2,7 @@
 
 Qian et al., "Selective Coupling of Decoupled Informative Regions: Masked Attention
 Alignment for Data-Free Quantization of Vision Transformers", ICML 2026. The two stages
-of METHOD.md run back to back on the model's device: synthesis (Stage 1,
+of docs/method.md run back to back on the model's device: synthesis (Stage 1,
 :class:`~maskaq_plugin.synthesis.Synthesizer`) and QAT (Stage 2, :mod:`maskaq_plugin.qat`),
 with the synthetic set refreshed against the current student every ``refresh_every``
 epochs (MaskAQ only).
@@ -25,7 +25,7 @@ from .synthesis import METHOD_TERMS, ClassificationPrior, Synthesizer
 from .utils.seeding import derive_seed
 
 DEFAULT_LR = 1e-3
-# Stage 2 loss per method (METHOD.md): KD + λ·L_mssim, masked (MaskAQ) or not (MimiQ).
+# Stage 2 loss per method (docs/method.md): KD + λ·L_mssim, masked (MaskAQ) or not (MimiQ).
 QAT_LOSS = {
     'maskaq': dict(mssim_weight=MSSIM_WEIGHT, w_high=W_HIGH),
     'mimiq': dict(mssim_weight=MSSIM_WEIGHT, w_high=W_LOW),
@@ -110,7 +110,7 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     L_ent``; baselines: their own objective; ``'noise'``: plain noise), calibrates Q's
     ranges on them and, for MaskAQ, replaces them by a full synthesis with Q in the loop
     (``+ L_mad``); then ``epochs`` of QAT (SGD Nesterov 0.9, cosine to 1 % of ``lr``,
-    the METHOD.md augmentations) with ``T²·KL`` (T = 5) plus, for MaskAQ, 10·``L_mssim``
+    the docs/method.md augmentations) with ``T²·KL`` (T = 5) plus, for MaskAQ, 10·``L_mssim``
     with masked weights, for MimiQ with uniform weights; PSAQ-ViT and noise use KD only.
     MaskAQ regenerates the set with the current Q before every ``refresh_every``-th epoch.
     Q trains with its modules in eval mode (no dropout / stochastic depth; see

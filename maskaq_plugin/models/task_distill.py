@@ -1,4 +1,4 @@
-"""Task-output distillation of the dense-task QAT loss (METHOD.md, "Dense tasks", *ours*).
+"""Task-output distillation of the dense-task QAT loss (docs/method.md, "Dense tasks", *ours*).
 
 The teacher F and the student Q share everything after the backbone (neck and heads
 stay in full precision); each function gets both models and their backbone outputs and

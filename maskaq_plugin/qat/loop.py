@@ -19,7 +19,7 @@ def run_classification_qat(teacher: nn.Module, student: nn.Module, images: Tenso
                            refresh: Optional[RefreshSchedule] = None,
                            regenerate: Optional[Callable[[int], Tensor]] = None,
                            log: Optional[Callable[[str], None]] = None) -> nn.Module:
-    """Train ``student`` to mimic ``teacher`` on ``images`` (METHOD.md, "Stage 2").
+    """Train ``student`` to mimic ``teacher`` on ``images`` (docs/method.md, "Stage 2").
 
     Each epoch shuffles the set, augments every batch with :class:`QATAugment` and takes
     one SGD step (Nesterov 0.9, cosine to 1 % of ``lr`` over the run) on

@@ -1,7 +1,7 @@
 """Stage 2 losses assembled from attention records: ``L_mssim`` and the classifier QAT loss.
 
 ``L_Q = T²·KL(softmax(z_F/T) ‖ softmax(z_Q/T)) + λ·L_mssim`` with T = 5, λ = 10
-(METHOD.md, "Stage 2"); MimiQ uses the unmasked SSIM (``w_high = w_low = 1``) and the
+(docs/method.md, "Stage 2"); MimiQ uses the unmasked SSIM (``w_high = w_low = 1``) and the
 PSAQ-ViT / noise baselines KD only (``mssim_weight=0``).
 """
 from typing import Dict, List, Optional

@@ -1,6 +1,6 @@
 """Stage 1 inside an MMEngine run: synthesise the sample bank, refresh it every R epochs.
 
-METHOD.md: round 0 is (1) a bootstrap synthesis without the student (L_head, L_sem, L_tv,
+docs/method.md: round 0 is (1) a bootstrap synthesis without the student (L_head, L_sem, L_tv,
 L_ent), (2) calibration of the student's quantizer ranges on those images (in place: the
 optimizer already holds the quantizer parameters), (3) the full MaskAQ synthesis with
 the student in the loop. Every ``interval`` epochs (or iterations) the bank is
