@@ -6,7 +6,7 @@ results; the metrics are the ones the Runner's validation logs (COCO box / mask 
 mIoU) on the 100 real validation scenes. Runs already finished (``result.json`` in their
 work dir) are reused, so an interrupted benchmark continues where it stopped.
 
-Variants (METHOD.md, "What is compared against"), same budget each (images per round,
+Variants (docs/method.md, "What is compared against"), same budget each (images per round,
 synthesis iterations, QAT epochs and batch):
 
 * ``noise``: calibration + QAT on Gaussian noise images; KD only (no ``L_mssim``);

@@ -1,13 +1,12 @@
 """The classification benchmark's material: real digits, a tiny ViT, and its runs.
 
 OpenCV's ``digits.png`` (Debian ``opencv-doc``): 5000 real 20x20 digits, split by grid
-column as in tools/make_digit_scenes.py (columns 0-79 train, 80-99 test). A tiny timm ViT
-trained on them once (``checkpoints/vit_tiny_digits.pth``) is the full-precision model
-that ``tools/benchmark_cls.py`` quantizes; :mod:`benchmarks.cls_factorial` reuses the
-calibration / QAT runs defined here.
+column as in :mod:`maskaq_plugin.datasets.digit_scenes` (columns 0-79 train, 80-99 test).
+A tiny timm ViT trained on them once (``checkpoints/vit_tiny_digits.pth``) is the
+full-precision model that ``tools/benchmark_cls.py`` quantizes;
+:mod:`benchmarks.cls_factorial` reuses the calibration / QAT runs defined here.
 """
 import copy
-import importlib.util
 import math
 import os
 import os.path as osp
@@ -17,6 +16,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from maskaq_plugin.datasets import digit_scenes
 
 from .common import ROOT
 
@@ -30,11 +31,7 @@ MEAN, STD = (0.1, ) * 3, (0.25, ) * 3  # close to the digits' pixel statistics
 
 def load_digits(path=None):
     """``(x_train, y_train, x_test, y_test)``: uint8 ``(N, 20, 20)`` and int64 labels."""
-    spec = importlib.util.spec_from_file_location(
-        'make_digit_scenes', osp.join(ROOT, 'tools', 'make_digit_scenes.py'))
-    scenes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(scenes)
-    cells = scenes.load_digit_cells(scenes.find_digits_png(path))  # (10, 500, 20, 20)
+    cells = digit_scenes.load_digit_cells(digit_scenes.find_digits_png(path))  # (10, 500, 20, 20)
     cells = cells.reshape(10, 5, 100, 20, 20)  # (class, row, column, 20, 20)
     train, test = cells[:, :, :80].reshape(10, -1, 20, 20), cells[:, :, 80:].reshape(
         10, -1, 20, 20)

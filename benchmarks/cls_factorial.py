@@ -30,7 +30,7 @@ def factorial_images(fp, kind, w_bits, a_bits, budget, seed, x_train):
     MaskAQ then trains on round 1 (synthesis with the calibrated Q in the loop, L_mad),
     the others on round 0. No refresh (the ablation rows measure it).
     """
-    from maskaq_plugin.api import _derived_seed
+    from maskaq_plugin.utils.seeding import derive_seed
     from maskaq_plugin.quant import calibrate_ranges_
     from maskaq_plugin.synthesis import ClassificationPrior, Synthesizer
     n, bs = budget['num_samples'], budget['batch_size']
@@ -40,13 +40,13 @@ def factorial_images(fp, kind, w_bits, a_bits, budget, seed, x_train):
     teacher, q = build_pair(fp, w_bits, a_bits)
     common = dict(prior=ClassificationPrior(10), input_size=(3, 32, 32), mean=MEAN, std=STD,
                   method=kind, iters=budget['synthesis_iters'], progress=False)
-    round0 = Synthesizer(teacher, **common).synthesize(n, bs, seed=_derived_seed(seed, 0))
+    round0 = Synthesizer(teacher, **common).synthesize(n, bs, seed=derive_seed(seed, 0))
     if kind != 'maskaq':
         return round0.images, round0.images
     device = next(fp.parameters()).device
     calibrate_ranges_(q, [b.to(device) for b in round0.images.split(bs)], subset_size=n)
     round1 = Synthesizer(teacher, student=q, **common).synthesize(
-        n, bs, seed=_derived_seed(seed, 1))
+        n, bs, seed=derive_seed(seed, 1))
     return round0.images, round1.images
 
 

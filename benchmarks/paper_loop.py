@@ -1,7 +1,7 @@
 """The MaskAQ synthesis loop written plainly, in the style of the authors' code.
 
 A speed baseline for :class:`maskaq_plugin.synthesis.Synthesizer`: the same objective
-(METHOD.md, "Stage 1": same augmentation, losses, weights, optimiser, schedule and
+(docs/method.md, "Stage 1": same augmentation, losses, weights, optimiser, schedule and
 clamp), with the loop structure of the authors' ``generate`` in
 ``MaskAQ/hydra_image_gen_ssim_att_map.py`` (github.com/hfutqian/MaskAQ):
 
@@ -21,11 +21,11 @@ clamp), with the loop structure of the authors' ``generate`` in
 ``L_head`` averages ``1 − SSIM²`` over the full ``H×H`` head matrix of each layer
 (diagonal included), then over all layers, and the mask keeps ``k = int(ρ·P)`` keys
 (a floor), both as in the authors' code and in ``maskaq_plugin``. Where the authors'
-code and METHOD.md differ, METHOD.md (and the choices of ``maskaq_plugin``) are
+code and docs/method.md differ, docs/method.md (and the choices of ``maskaq_plugin``) are
 followed, so that both compute the same numbers: ``ρ_t`` and ``σ_t`` reaching their
 end values at the last iteration, the random drop applied to the top-k list in rank
 order, L_mad also for Swin, and hierarchical backbones handled per group of equally
-shaped layers (METHOD.md, "Hierarchical backbones"). The random draws
+shaped layers (docs/method.md, "Hierarchical backbones"). The random draws
 come from one ``torch.Generator`` in the order of ``Synthesizer`` (augmentation, L_ent
 rows, mask drop), so with the same generator state both draw the same numbers
 (``torch.rand`` of ``(B, n)`` equals ``B`` draws of ``(n,)`` on the CPU). The generator
@@ -43,7 +43,7 @@ C1, C2 = 0.01**2, 0.03**2
 
 
 def augment(img, i, iters, gen):
-    """Roll, Gaussian offset and colour jitter of iteration ``i`` (METHOD.md step 1)."""
+    """Roll, Gaussian offset and colour jitter of iteration ``i`` (docs/method.md step 1)."""
     jitter = 8 if i < iters // 2 else 16
     off1, off2 = torch.randint(-jitter, jitter + 1, (2, ), generator=gen).tolist()
     img_jit = torch.roll(img, shifts=(off1, off2), dims=(2, 3))

@@ -2,7 +2,7 @@
 
 One step is what ``quantize_data_free`` runs per batch: the teacher F forward (no grad,
 attention recorded), the student forward with its attention recorded, ``T²·KL + λ·L_mssim``
-(METHOD.md, Stage 2), backward and an SGD (Nesterov) step. The students compared:
+(docs/method.md, Stage 2), backward and an SGD (Nesterov) step. The students compared:
 
 * ``FP``: a trainable full-precision copy of F (the same step without fake quantizers);
 * ``W8A8`` and ``W4A4``: :func:`maskaq_plugin.quant.quantize_model` (NNCF fake

@@ -179,7 +179,7 @@ def markdown(res: dict, command: str, machine: str) -> str:
                 '`paper_frozen`: the same loop with F and Q frozen (loops only).')
     return (f'Command: `{command}`\n\nMachine: {machine}\n\n'
             f'Batch {m0["batch"]}, {m0["iters"]} iterations, student {m0["student"]} '
-            f'(NNCF fake quantization), every term of METHOD.md on (L_head, L_sem, L_tv, '
+            f'(NNCF fake quantization), every term of docs/method.md on (L_head, L_sem, L_tv, '
             f'L_ent, L_mad). Variants, timed in one process in interleaved rounds (the '
             f'order rotates each round), median per variant and median of the per-round '
             f'ratios: {variants} The load moves between rounds, so compare the paired '

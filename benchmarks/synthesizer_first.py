@@ -10,7 +10,7 @@ Original docstring: Stage 1 of MaskAQ: optimise noise images into informative sy
 data.
 
 Qian et al., "Selective Coupling of Decoupled Informative Regions: Masked Attention
-Alignment for Data-Free Quantization of Vision Transformers", ICML 2026 (METHOD.md,
+Alignment for Data-Free Quantization of Vision Transformers", ICML 2026 (docs/method.md,
 "Stage 1"). The baselines of the same pipeline are selected with ``method``: MimiQ
 (Choi et al.) and PSAQ-ViT (Li et al., ECCV 2022) objectives, or plain noise.
 
@@ -32,6 +32,7 @@ from ..attention import AttentionRecorder, group_records
 from ..losses.functional import (informative_region_mask, inter_head_ssim_loss,
                                  masked_attention_difference, patch_similarity_entropy,
                                  total_variation)
+from ..utils.seeding import derive_seed
 from .augment import synthesis_augment
 from .priors.base import TaskPrior
 
@@ -68,8 +69,7 @@ class SynthesisResult:
 
 def batch_seed(seed: int, batch_index: int, rank: int = 0, attempt: int = 0) -> int:
     """Seed of one batch: a hash of ``(seed, rank, batch_index, attempt)``."""
-    state = np.random.SeedSequence([seed, rank, batch_index, attempt]).generate_state(2)
-    return int(state[0]) << 31 | int(state[1]) >> 1
+    return derive_seed(seed, rank, batch_index, attempt, bits=63)
 
 
 def _rank() -> int:
@@ -78,7 +78,7 @@ def _rank() -> int:
 
 
 class Synthesizer:
-    """Stage 1 synthesizer (METHOD.md, "Stage 1").
+    """Stage 1 synthesizer (docs/method.md, "Stage 1").
 
     Args:
         teacher (nn.Module): Full-precision model F with explicit attention

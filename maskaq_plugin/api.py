@@ -2,7 +2,7 @@
 
 Qian et al., "Selective Coupling of Decoupled Informative Regions: Masked Attention
 Alignment for Data-Free Quantization of Vision Transformers", ICML 2026. The two stages
-of METHOD.md run back to back on the model's device: synthesis (Stage 1,
+of docs/method.md run back to back on the model's device: synthesis (Stage 1,
 :class:`~maskaq_plugin.synthesis.Synthesizer`) and QAT (Stage 2, :mod:`maskaq_plugin.qat`),
 with the synthetic set refreshed against the current student every ``refresh_every``
 epochs (MaskAQ only).
@@ -13,30 +13,27 @@ import numbers
 import time
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from mmengine.logging import print_log
 from torch import nn
 
 from .attention import make_attention_explicit
+from .losses.defaults import MSSIM_WEIGHT, W_HIGH, W_LOW
 from .losses.functional import check_mask_mode
 from .qat import RefreshSchedule, run_classification_qat
 from .synthesis import METHOD_TERMS, ClassificationPrior, Synthesizer
+from .utils.seeding import derive_seed
 
 DEFAULT_LR = 1e-3
-# Stage 2 loss per method (METHOD.md): KD + λ·L_mssim, masked (MaskAQ) or not (MimiQ).
+# Stage 2 loss per method (docs/method.md): KD + λ·L_mssim, masked (MaskAQ) or not (MimiQ).
 QAT_LOSS = {
-    'maskaq': dict(mssim_weight=10.0, w_high=2.0),
-    'mimiq': dict(mssim_weight=10.0, w_high=1.0),
+    'maskaq': dict(mssim_weight=MSSIM_WEIGHT, w_high=W_HIGH),
+    'mimiq': dict(mssim_weight=MSSIM_WEIGHT, w_high=W_LOW),
     'psaq': dict(mssim_weight=0.0),
     'noise': dict(mssim_weight=0.0),
 }
 QAT_LOSS_KEYS = ('temperature', 'mssim_weight', 'top_ratio', 'w_high', 'w_low', 'mask_mode')
 SYNTHESIS_KEYS = ('lr', 'loss_weights', 'mask_mode', 'max_retries')
-
-
-def _derived_seed(seed: int, *keys: int) -> int:
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
 
 def _check_int(name: str, value, low: int, high: Optional[int] = None, fix: str = ''):
@@ -113,7 +110,7 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     L_ent``; baselines: their own objective; ``'noise'``: plain noise), calibrates Q's
     ranges on them and, for MaskAQ, replaces them by a full synthesis with Q in the loop
     (``+ L_mad``); then ``epochs`` of QAT (SGD Nesterov 0.9, cosine to 1 % of ``lr``,
-    the METHOD.md augmentations) with ``T²·KL`` (T = 5) plus, for MaskAQ, 10·``L_mssim``
+    the docs/method.md augmentations) with ``T²·KL`` (T = 5) plus, for MaskAQ, 10·``L_mssim``
     with masked weights, for MimiQ with uniform weights; PSAQ-ViT and noise use KD only.
     MaskAQ regenerates the set with the current Q before every ``refresh_every``-th epoch.
     Q trains with its modules in eval mode (no dropout / stochastic depth; see
@@ -214,7 +211,7 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     def synthesize(round_idx: int, with_student: bool) -> torch.Tensor:
         start = time.time()
         syn = Synthesizer(teacher, student=student if with_student else None, **common)
-        res = syn.synthesize(num_samples, batch_size, seed=_derived_seed(seed, round_idx))
+        res = syn.synthesize(num_samples, batch_size, seed=derive_seed(seed, round_idx))
         losses = ', '.join(f'{k}={v:.4g}' for k, v in res.losses.items())
         log(f'synthesis round {round_idx} ({"with" if with_student else "without"} Q): '
             f'{num_samples} images in {time.time() - start:.1f}s {losses}')

@@ -2,8 +2,8 @@
 
 Steps:
     1. load OpenCV's ``digits.png`` (Debian ``opencv-doc``): 5000 real 20x20 digits, split
-       by grid column as in tools/make_digit_scenes.py (columns 0-79 train, 80-99 test:
-       4000 / 1000 images, 100 test digits per class);
+       by grid column as in maskaq_plugin/datasets/digit_scenes.py (columns 0-79 train,
+       80-99 test: 4000 / 1000 images, 100 test digits per class);
     2. train a tiny timm ViT (32x32 input, patch 4, dim 64, depth 4, 4 heads, class
        token) once and cache it at ``checkpoints/vit_tiny_digits.pth`` with its FP test
        accuracy (weights-only checkpoint); later runs reuse it;

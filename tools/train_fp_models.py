@@ -1,7 +1,8 @@
 """Train, evaluate and ship the tiny full-precision models of the digit-scene demos.
 
 Steps:
-    1. generate the digit scenes (tools/make_digit_scenes.py) unless ``meta.json`` matches;
+    1. generate the digit scenes (:mod:`maskaq_plugin.datasets.digit_scenes`) unless
+       ``meta.json`` matches;
     2. train each model with MMEngine's Runner from its config (CPU, one thread: the
        detector ~55 min, the segmentor ~20 min); the segmentor's backbone starts from the
        just-trained detector's, and its heads learn at 15x the backbone's lr (with one lr
@@ -17,7 +18,6 @@ Examples:
 """
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -31,6 +31,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+from maskaq_plugin.datasets import digit_scenes  # noqa: E402
 from maskaq_plugin.utils import (add_device_argument, device_or_exit,  # noqa: E402
                                  use_runner_device)
 
@@ -52,19 +53,9 @@ MODELS = {
 }
 
 
-def load_generator():
-    """Import tools/make_digit_scenes.py (tools/ is not a package)."""
-    path = osp.join(ROOT, 'tools', 'make_digit_scenes.py')
-    spec = importlib.util.spec_from_file_location('make_digit_scenes', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def ensure_data(data_root, num_train, num_val, seed):
     """Generate the digit scenes unless ``<data_root>/meta.json`` already describes them."""
-    gen = load_generator()
-    wanted = dict(format_version=gen.FORMAT_VERSION, seed=seed, size=128,
+    wanted = dict(format_version=digit_scenes.FORMAT_VERSION, seed=seed, size=128,
                   num_train=num_train, num_val=num_val)
     meta_path = osp.join(data_root, 'meta.json')
     if osp.isfile(meta_path):
@@ -72,7 +63,7 @@ def ensure_data(data_root, num_train, num_val, seed):
             meta = json.load(f)
         if all(meta.get(k) == v for k, v in wanted.items()):
             return meta
-    return gen.generate(data_root, num_train, num_val, size=128, seed=seed)
+    return digit_scenes.generate(data_root, num_train, num_val, size=128, seed=seed)
 
 
 def set_data_root(cfg, data_root):

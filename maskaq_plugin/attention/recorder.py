@@ -3,8 +3,9 @@
 The explicit attention forwards installed by :func:`make_attention_explicit` call
 :func:`emit` with the tensors they computed anyway; an :class:`AttentionRecorder` that is
 active and owns the calling module keeps references to them. ``emit`` runs no torch
-operation, so recording never changes what NNCF traces inside a quantized scope (DESIGN.md:
-an extra op there shifts NNCF's per-scope operation counters and moves quantizers).
+operation, so recording never changes what NNCF traces inside a quantized scope
+(docs/architecture.md: an extra op there shifts NNCF's per-scope operation counters and
+moves quantizers).
 """
 import warnings
 from dataclasses import dataclass
@@ -189,7 +190,7 @@ def group_records(records: List[AttentionRecord]) -> List[List[AttentionRecord]]
 
     Hierarchical backbones (Swin, PVT stages) have layers that differ in token count or
     window layout; MaskAQ's mask and L_mad are computed per group and averaged over
-    groups (METHOD.md, "Hierarchical backbones", ours).
+    groups (docs/method.md, "Hierarchical backbones", ours).
     """
     groups: Dict[tuple, List[AttentionRecord]] = {}
     for r in records:

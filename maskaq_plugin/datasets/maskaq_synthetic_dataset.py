@@ -14,7 +14,7 @@ channel swap), so the preprocessor maps ``inputs`` back to the synthesised image
 
 QAT augmentation (``augment``):
 
-* ``'paper'`` (classification default): METHOD.md Stage 2, RandomResizedCrop, flip,
+* ``'paper'`` (classification default): docs/method.md Stage 2, RandomResizedCrop, flip,
   colour jitter (0.8, 0.8, 0.8, 0.2; p = 0.8), grayscale (p = 0.2), Gaussian blur;
 * ``'flip'`` (detection / segmentation default, *ours*): horizontal flip (p = 0.5) of the
   image and of its boxes / label map. Crops would cut the boxes and masks that the prior

@@ -3,7 +3,7 @@
 Importing this package registers every loss class in MMEngine's root ``MODELS``
 registry. The pure functions live in :mod:`maskaq_plugin.losses.functional`.
 """
-from . import functional
+from . import defaults, functional
 from .feature_mse_loss import FeatureMSELoss
 from .inter_head_ssim_loss import InterHeadSSIMLoss
 from .kd_loss import KDLoss
@@ -14,7 +14,8 @@ from .pixel_kl_loss import PixelKLLoss
 from .total_variation_loss import TotalVariationLoss
 
 __all__ = [
-    'functional', 'InterHeadSSIMLoss', 'PatchEntropyLoss', 'MaskedAttentionDifferenceLoss',
+    'defaults', 'functional', 'InterHeadSSIMLoss', 'PatchEntropyLoss',
+    'MaskedAttentionDifferenceLoss',
     'MaskedAttentionSSIMLoss', 'TotalVariationLoss', 'KDLoss', 'FeatureMSELoss',
     'PixelKLLoss'
 ]

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from .defaults import MSSIM_WEIGHT, TOP_RATIO, W_HIGH, W_LOW
 from .functional import check_mask_mode, masked_attention_ssim
 
 
@@ -22,8 +23,9 @@ class MaskedAttentionSSIMLoss(nn.Module):
             drawn uniformly). Defaults to ``'informative'``.
     """
 
-    def __init__(self, top_ratio: float = 0.1, w_high: float = 2.0, w_low: float = 1.0,
-                 loss_weight: float = 10.0, mask_mode: str = 'informative') -> None:
+    def __init__(self, top_ratio: float = TOP_RATIO, w_high: float = W_HIGH,
+                 w_low: float = W_LOW, loss_weight: float = MSSIM_WEIGHT,
+                 mask_mode: str = 'informative') -> None:
         super().__init__()
         if not 0 <= top_ratio <= 1:
             raise ValueError(f'top_ratio must be in [0, 1], got {top_ratio}')

@@ -2,6 +2,7 @@
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from .defaults import DENSE_KD_TEMPERATURE
 from .functional import pixel_kl_loss
 
 
@@ -14,7 +15,8 @@ class PixelKLLoss(nn.Module):
         loss_weight (float): multiplier of the loss. Defaults to 1.0.
     """
 
-    def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0) -> None:
+    def __init__(self, temperature: float = DENSE_KD_TEMPERATURE,
+                 loss_weight: float = 1.0) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')

@@ -22,6 +22,8 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from ..attention import AttentionRecorder, make_attention_explicit
+from ..losses.defaults import (DENSE_KD_TEMPERATURE, KD_TEMPERATURE, MSSIM_WEIGHT, TOP_RATIO,
+                               W_HIGH, W_LOW)
 from ..losses.functional import feature_mse_loss
 from ..qat import mssim_from_records
 from ..synthesis.bank import model_fingerprint
@@ -30,9 +32,9 @@ from .architecture import (build_in_scope, load_state_dict_strict, preprocessor_
 from .task_distill import classification_kd, detection_kd, segmentation_kd
 
 KD_DEFAULTS = {
-    'det': dict(feat=1.0, task=1.0, mssim=10.0, temperature=1.0),
-    'seg': dict(feat=1.0, task=1.0, mssim=10.0, temperature=1.0),
-    'cls': dict(feat=0.0, task=1.0, mssim=10.0, temperature=5.0),
+    'det': dict(feat=1.0, task=1.0, mssim=MSSIM_WEIGHT, temperature=DENSE_KD_TEMPERATURE),
+    'seg': dict(feat=1.0, task=1.0, mssim=MSSIM_WEIGHT, temperature=DENSE_KD_TEMPERATURE),
+    'cls': dict(feat=0.0, task=1.0, mssim=MSSIM_WEIGHT, temperature=KD_TEMPERATURE),
 }
 KD_KEYS = ('feat', 'task', 'mssim', 'temperature', 'top_ratio', 'w_high', 'w_low',
            'mask_mode')
@@ -260,7 +262,7 @@ class MaskAQAlgorithm(BaseModel):
         self.input_size = tuple(int(v) for v in input_size)
         self.teacher_checkpoint = teacher_checkpoint
         self.train_heads = train_heads
-        self.kd = dict(KD_DEFAULTS[self.task], top_ratio=0.1, w_high=2.0, w_low=1.0,
+        self.kd = dict(KD_DEFAULTS[self.task], top_ratio=TOP_RATIO, w_high=W_HIGH, w_low=W_LOW,
                        mask_mode='informative')
         self.kd.update(kd or {})
         if self.kd['mask_mode'] not in ('informative', 'random'):

@@ -1,4 +1,4 @@
-"""Task-output distillation of the dense-task QAT loss (METHOD.md, "Dense tasks", *ours*).
+"""Task-output distillation of the dense-task QAT loss (docs/method.md, "Dense tasks", *ours*).
 
 The teacher F and the student Q share everything after the backbone (neck and heads
 stay in full precision); each function gets both models and their backbone outputs and
@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses.defaults import DENSE_KD_TEMPERATURE, KD_TEMPERATURE
 from ..losses.functional import kd_kl_loss, pixel_kl_loss
 
 
-def binary_kl(logits_fp: Tensor, logits_q: Tensor, temperature: float = 1.0) -> Tensor:
+def binary_kl(logits_fp: Tensor, logits_q: Tensor,
+              temperature: float = DENSE_KD_TEMPERATURE) -> Tensor:
     """Mean over elements of ``KL(σ(z_F/T) ‖ σ(z_Q/T))`` (independent binary outputs).
 
     A sigmoid output is a two-class softmax over ``(0, z)``, so this is
@@ -75,7 +77,8 @@ def _dense_terms(head_q: nn.Module, out_fp: tuple, out_q: tuple,
 
 
 def dense_head_kd(head_fp: nn.Module, head_q: nn.Module, feats_fp: Sequence[Tensor],
-                  feats_q: Sequence[Tensor], temperature: float = 1.0) -> Tensor:
+                  feats_q: Sequence[Tensor],
+                  temperature: float = DENSE_KD_TEMPERATURE) -> Tensor:
     """KD of a dense (anchor / point based) head: cls KL + L1 on the other outputs."""
     with torch.no_grad():
         out_fp = head_fp(tuple(feats_fp))
@@ -85,7 +88,7 @@ def dense_head_kd(head_fp: nn.Module, head_q: nn.Module, feats_fp: Sequence[Tens
 
 def two_stage_kd(det_fp: nn.Module, det_q: nn.Module, feats_fp: Sequence[Tensor],
                  feats_q: Sequence[Tensor], data_samples: list,
-                 temperature: float = 1.0) -> Tensor:
+                 temperature: float = DENSE_KD_TEMPERATURE) -> Tensor:
     """KD of a two-stage detector: RPN as a dense head + RoI head on teacher proposals."""
     with torch.no_grad():
         rpn_fp = det_fp.rpn_head(tuple(feats_fp))
@@ -111,7 +114,7 @@ def two_stage_kd(det_fp: nn.Module, det_q: nn.Module, feats_fp: Sequence[Tensor]
 
 def detection_kd(det_fp: nn.Module, det_q: nn.Module, feats_fp: Sequence[Tensor],
                  feats_q: Sequence[Tensor], data_samples: list,
-                 temperature: float = 1.0) -> Tensor:
+                 temperature: float = DENSE_KD_TEMPERATURE) -> Tensor:
     """Task KD of an mmdet detector (two-stage or dense head) on its neck outputs."""
     if getattr(det_q, 'with_rpn', False) and getattr(det_q, 'with_roi_head', False):
         return two_stage_kd(det_fp, det_q, feats_fp, feats_q, data_samples, temperature)
@@ -123,7 +126,8 @@ def detection_kd(det_fp: nn.Module, det_q: nn.Module, feats_fp: Sequence[Tensor]
 
 
 def segmentation_kd(seg_fp: nn.Module, seg_q: nn.Module, feats_fp: Sequence[Tensor],
-                    feats_q: Sequence[Tensor], temperature: float = 1.0) -> Tensor:
+                    feats_q: Sequence[Tensor],
+                    temperature: float = DENSE_KD_TEMPERATURE) -> Tensor:
     """Pixel-wise KL on the decode-head logits ``(B, C, h, w)``."""
     if isinstance(seg_q.decode_head, nn.ModuleList):
         raise NotImplementedError('cascade decode heads are not distilled; set kd.task=0')
@@ -133,7 +137,7 @@ def segmentation_kd(seg_fp: nn.Module, seg_q: nn.Module, feats_fp: Sequence[Tens
 
 
 def classification_kd(cls_fp: nn.Module, cls_q: nn.Module, feats_fp, feats_q,
-                      temperature: float = 5.0) -> Tensor:
+                      temperature: float = KD_TEMPERATURE) -> Tensor:
     """``T²·KL`` on the logits of an mmpretrain classifier's head."""
     with torch.no_grad():
         logits_fp = cls_fp.head(feats_fp)

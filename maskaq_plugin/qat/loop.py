@@ -3,10 +3,10 @@ import math
 import time
 from typing import Callable, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..utils.seeding import derive_words
 from .losses import classification_qat_loss
 from .qat_augment import QATAugment
 from .step import RefreshSchedule, build_qat_optimizer, qat_train_step
@@ -19,7 +19,7 @@ def run_classification_qat(teacher: nn.Module, student: nn.Module, images: Tenso
                            refresh: Optional[RefreshSchedule] = None,
                            regenerate: Optional[Callable[[int], Tensor]] = None,
                            log: Optional[Callable[[str], None]] = None) -> nn.Module:
-    """Train ``student`` to mimic ``teacher`` on ``images`` (METHOD.md, "Stage 2").
+    """Train ``student`` to mimic ``teacher`` on ``images`` (docs/method.md, "Stage 2").
 
     Each epoch shuffles the set, augments every batch with :class:`QATAugment` and takes
     one SGD step (Nesterov 0.9, cosine to 1 % of ``lr`` over the run) on
@@ -61,7 +61,7 @@ def run_classification_qat(teacher: nn.Module, student: nn.Module, images: Tenso
         [p for p in student.parameters() if p.requires_grad], lr=lr,
         total_steps=epochs * math.ceil(num / batch_size))
     augment = QATAugment(mean, std)
-    keys = np.random.SeedSequence([seed, 10**6]).generate_state(2)
+    keys = derive_words(seed, 10**6, num_words=2)
     gen_cpu = torch.Generator().manual_seed(int(keys[0]))
     gen_dev = gen_cpu if device.type == 'cpu' else \
         torch.Generator(device).manual_seed(int(keys[1]))

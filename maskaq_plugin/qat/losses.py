@@ -1,7 +1,7 @@
 """Stage 2 losses assembled from attention records: ``L_mssim`` and the classifier QAT loss.
 
 ``L_Q = T²·KL(softmax(z_F/T) ‖ softmax(z_Q/T)) + λ·L_mssim`` with T = 5, λ = 10
-(METHOD.md, "Stage 2"); MimiQ uses the unmasked SSIM (``w_high = w_low = 1``) and the
+(docs/method.md, "Stage 2"); MimiQ uses the unmasked SSIM (``w_high = w_low = 1``) and the
 PSAQ-ViT / noise baselines KD only (``mssim_weight=0``).
 """
 from typing import Dict, List, Optional
@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import AttentionRecord, AttentionRecorder, group_records
+from ..losses.defaults import KD_TEMPERATURE, MSSIM_WEIGHT, TOP_RATIO, W_HIGH, W_LOW
 from ..losses.functional import kd_kl_loss, masked_attention_ssim
 
 
@@ -41,9 +42,10 @@ def mssim_from_records(records_fp: List[AttentionRecord], records_q: List[Attent
 
 
 def classification_qat_loss(teacher: nn.Module, student: nn.Module, x: Tensor, *,
-                            temperature: float = 5.0, mssim_weight: float = 10.0,
-                            top_ratio: float = 0.1, w_high: float = 2.0,
-                            w_low: float = 1.0, mask_mode: str = 'informative',
+                            temperature: float = KD_TEMPERATURE,
+                            mssim_weight: float = MSSIM_WEIGHT,
+                            top_ratio: float = TOP_RATIO, w_high: float = W_HIGH,
+                            w_low: float = W_LOW, mask_mode: str = 'informative',
                             generator: Optional[torch.Generator] = None
                             ) -> Dict[str, Tensor]:
     """QAT loss of a classifier on the batch ``x`` (B, C, H, W).

@@ -1,4 +1,4 @@
-"""Batched QAT augmentations on normalised image tensors (METHOD.md, "Stage 2").
+"""Batched QAT augmentations on normalised image tensors (docs/method.md, "Stage 2").
 
 RandomResizedCrop, horizontal flip, colour jitter (0.8, 0.8, 0.8, 0.2) with p = 0.8,
 random grayscale (p = 0.2) and Gaussian blur (kernel = 10 % of the image size), each

@@ -1,7 +1,7 @@
 """Stage 2 training helpers shared by the API and the OpenMMLab wrapper.
 
 SGD with Nesterov momentum 0.9, cosine decay to 1 % of the learning rate over the run
-(METHOD.md, "Stage 2"), and the epochs at which the synthetic set is refreshed.
+(docs/method.md, "Stage 2"), and the epochs at which the synthetic set is refreshed.
 """
 import math
 from typing import Callable, Dict, Iterable, List, Optional, Tuple

@@ -15,7 +15,7 @@ MaskAQ's released code (``quant_utils/quant_modules.py``: ``QuantAct_lsq`` with
   ``[−2^(b−1), 2^(b−1) − 1]`` when signed, ``[0, 2^b − 1]`` otherwise. Initialised on the
   first batch: ``s = 2·mean|x|/√Q_p``, ``z = 0.1·(min x − s·Q_p)`` (the released code's
   momentum update of a zero-initialised ``z``), signed when that batch has a negative
-  value (METHOD.md; the released code tests ``min x < 1e-5``, see docs/method.md).
+  value (docs/method.md, which also notes that the released code tests ``min x < 1e-5``).
 * **Weights** — per output channel, symmetric, range recomputed from the current weights
   on every forward (min-max, no learned range)::
 

@@ -1,4 +1,4 @@
-"""Per-iteration augmentation of Stage 1 (METHOD.md, Stage 1, step 1).
+"""Per-iteration augmentation of Stage 1 (docs/method.md, Stage 1, step 1).
 
 Each synthesis iteration sees a randomly transformed copy of the images ``x`` (in the
 model's normalised input space, ``(B, C, H, W)``):

@@ -1,4 +1,4 @@
-"""The Stage 1 objective of one iteration: the loss terms of METHOD.md from recorded attention.
+"""The Stage 1 objective of one iteration: the loss terms of docs/method.md from recorded attention.
 
 Runs the teacher F once (through the task prior, ``L_sem``) while recording its raw
 attention scores, then computes the active terms on them: ``L_head`` (inter-head SSIM;

@@ -1,7 +1,7 @@
 """Stage 1 of MaskAQ: optimise noise images into informative synthetic data.
 
 Qian et al., "Selective Coupling of Decoupled Informative Regions: Masked Attention
-Alignment for Data-Free Quantization of Vision Transformers", ICML 2026 (METHOD.md,
+Alignment for Data-Free Quantization of Vision Transformers", ICML 2026 (docs/method.md,
 "Stage 1"). The baselines of the same pipeline are selected with ``method``: MimiQ
 (Choi et al.) and PSAQ-ViT (Li et al., ECCV 2022) objectives, or plain noise.
 
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..utils.seeding import derive_seed
 from .augment import synthesis_augment
 from .objective import MASK_RATIO, SynthesisObjective
 from .priors.base import TaskPrior
@@ -56,8 +57,7 @@ class SynthesisResult:
 
 def batch_seed(seed: int, batch_index: int, rank: int = 0, attempt: int = 0) -> int:
     """Seed of one batch: a hash of ``(seed, rank, batch_index, attempt)``."""
-    state = np.random.SeedSequence([seed, rank, batch_index, attempt]).generate_state(2)
-    return int(state[0]) << 31 | int(state[1]) >> 1
+    return derive_seed(seed, rank, batch_index, attempt, bits=63)
 
 
 def _rank() -> int:
@@ -66,7 +66,7 @@ def _rank() -> int:
 
 
 class Synthesizer:
-    """Stage 1 synthesizer (METHOD.md, "Stage 1").
+    """Stage 1 synthesizer (docs/method.md, "Stage 1").
 
     Args:
         teacher (nn.Module): Full-precision model F with explicit attention
@@ -90,7 +90,7 @@ class Synthesizer:
         max_retries (int): Regenerations of a non-finite batch before giving up.
             Defaults to 3.
         progress (bool): Show a tqdm bar with the loss terms. Defaults to True.
-        mask_mode (str): ``'informative'`` (METHOD.md) or ``'random'`` (ablation: the
+        mask_mode (str): ``'informative'`` (docs/method.md) or ``'random'`` (ablation: the
             ``L_mad`` mask keeps as many patches, drawn uniformly, independent of F's
             attention). Defaults to ``'informative'``.
 

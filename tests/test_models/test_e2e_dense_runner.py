@@ -6,7 +6,6 @@ refresh, validation on real images, then a fresh Runner loads the last checkpoin
 (weights_only, strict) and must predict exactly what the trained model predicts.
 """
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -24,7 +23,6 @@ import maskaq_plugin.utils  # noqa: F401  (weights_only loading of MMEngine chec
 import tiny_archs
 from maskaq_plugin.synthesis.bank import SampleBank
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CLASSES = tuple(str(d) for d in range(10))
 SEG_CLASSES = ('background', ) + DET_CLASSES
 pytestmark = pytest.mark.e2e
@@ -71,12 +69,9 @@ def _fallback_scenes(out, num_val, size=64, seed=0):
 @pytest.fixture(scope='module')
 def scenes(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('digit_scenes'))
-    spec = importlib.util.spec_from_file_location(
-        'make_digit_scenes', osp.join(ROOT, 'tools', 'make_digit_scenes.py'))
     try:
-        gen = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(gen)
-        gen.generate(out, num_train=1, num_val=4, size=64, seed=0, progress=False)
+        from maskaq_plugin.datasets import digit_scenes
+        digit_scenes.generate(out, num_train=1, num_val=4, size=64, seed=0, progress=False)
     except (FileNotFoundError, ImportError):
         _fallback_scenes(out, num_val=4)
     return out

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 import maskaq_plugin.utils  # noqa: F401  (weights-only loading of MMEngine checkpoints)
+from maskaq_plugin.datasets import digit_scenes
 from .conftest import ROOT, load_tool, run_tool
 
 pytestmark = pytest.mark.e2e
@@ -35,8 +36,7 @@ BATCH = 2
 @pytest.fixture(scope='module')
 def scenes(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('scenes'))
-    load_tool('make_digit_scenes').generate(root, num_train=1, num_val=4, size=128, seed=0,
-                                            progress=False)
+    digit_scenes.generate(root, num_train=1, num_val=4, size=128, seed=0, progress=False)
     return root
 
 

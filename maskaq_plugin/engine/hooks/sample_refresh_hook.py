@@ -1,6 +1,6 @@
 """Stage 1 inside an MMEngine run: synthesise the sample bank, refresh it every R epochs.
 
-METHOD.md: round 0 is (1) a bootstrap synthesis without the student (L_head, L_sem, L_tv,
+docs/method.md: round 0 is (1) a bootstrap synthesis without the student (L_head, L_sem, L_tv,
 L_ent), (2) calibration of the student's quantizer ranges on those images (in place: the
 optimizer already holds the quantizer parameters), (3) the full MaskAQ synthesis with
 the student in the loop. Every ``interval`` epochs (or iterations) the bank is
@@ -21,6 +21,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from ...synthesis.bank import SampleBank
+from ...utils.seeding import derive_seed
 from .round_progress import RoundProgress, state_key
 
 META_KEY = 'maskaq_sample_bank'
@@ -122,8 +123,7 @@ class SampleRefreshHook(Hook):
         return model
 
     def _shard_seed(self, k: int, index: int) -> int:
-        state = np.random.SeedSequence([self.seed, k, index]).generate_state(1)
-        return int(state[0])
+        return derive_seed(self.seed, k, index)
 
     def _log(self, runner, k: int, stage: str, losses: dict) -> None:
         """Log the loss terms; message hub keys ``synthesis/<term>`` (bootstrap:
@@ -201,7 +201,7 @@ class SampleRefreshHook(Hook):
             opts['iters'] = self.bootstrap_iters
         boot = algo.build_synthesizer(with_student=False, **opts)
         n_boot = self.bootstrap_samples or self.batch_size
-        seed = int(np.random.SeedSequence([self.seed, 0xB007]).generate_state(1)[0])
+        seed = derive_seed(self.seed, 0xB007)  # not the API's (seed, 0): see utils.seeding
         result = boot.synthesize(n_boot, self.batch_size, seed=seed)  # rank-specific
         self._log(runner, 0, 'bootstrap', result.losses)
         device = next(algo.student.parameters()).device

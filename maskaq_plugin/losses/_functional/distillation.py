@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..defaults import DENSE_KD_TEMPERATURE, KD_TEMPERATURE, TOP_RATIO, W_HIGH, W_LOW
 from ._utils import check_same_shape, stack_layers
 from .informative_region import check_mask_mode
 
@@ -24,8 +25,8 @@ SSIM_C2 = 0.03**2
 
 def masked_attention_ssim(context_fp: Tensor | Sequence[Tensor],
                           context_q: Tensor | Sequence[Tensor], *, has_cls_token: bool,
-                          top_ratio: float = 0.1, w_high: float = 2.0,
-                          w_low: float = 1.0, mask_mode: str = 'informative',
+                          top_ratio: float = TOP_RATIO, w_high: float = W_HIGH,
+                          w_low: float = W_LOW, mask_mode: str = 'informative',
                           generator: torch.Generator | None = None) -> Tensor:
     """Masked attention-output SSIM, ``L_mssim`` (MaskAQ).
 
@@ -95,7 +96,8 @@ def masked_attention_ssim(context_fp: Tensor | Sequence[Tensor],
     return 1 - ssim.mean()
 
 
-def kd_kl_loss(logits_fp: Tensor, logits_q: Tensor, temperature: float = 5.0) -> Tensor:
+def kd_kl_loss(logits_fp: Tensor, logits_q: Tensor,
+               temperature: float = KD_TEMPERATURE) -> Tensor:
     """Logit distillation ``T²·KL(softmax(z_F/T) ‖ softmax(z_Q/T))``, batch mean.
 
     The KL is summed over classes and averaged over the batch (``batchmean``), as in
@@ -119,7 +121,8 @@ def kd_kl_loss(logits_fp: Tensor, logits_q: Tensor, temperature: float = 5.0) ->
     return t * t * F.kl_div(log_q, log_p, reduction='batchmean', log_target=True)
 
 
-def pixel_kl_loss(logits_fp: Tensor, logits_q: Tensor, temperature: float = 1.0) -> Tensor:
+def pixel_kl_loss(logits_fp: Tensor, logits_q: Tensor,
+                  temperature: float = DENSE_KD_TEMPERATURE) -> Tensor:
     """Pixel-wise KD for segmentation: ``T²·KL`` over the class axis, mean over pixels.
 
     For every image and pixel, ``KL(softmax(z_F/T) ‖ softmax(z_Q/T))`` over the class

@@ -41,7 +41,7 @@ def informative_region_mask(scores: Tensor | Sequence[Tensor], *, ratio: float,
     gives 14.7, so 14 keys), then ``max(1, round(k·(1 - drop)))`` of them stay, drawn
     uniformly without replacement (the authors' formula; Python rounding, half to
     even). Every image has the same number of ones. (For Swin the authors' code ranks
-    all ``N·N`` entries of the averaged score map instead of key tokens; METHOD.md's
+    all ``N·N`` entries of the averaged score map instead of key tokens; docs/method.md's
     per-key reduction is used here.)
 
     ``mask_mode='random'`` is the ablation *(ours)*: the same number of ones per image,

@@ -10,7 +10,7 @@ class TaskPrior:
 
     A prior draws random targets once per batch (:meth:`sample`) and scores the
     full-precision model's output on the synthetic images against them (:meth:`loss`,
-    the ``L_sem`` of METHOD.md). The synthesizer records the teacher's attention while
+    the ``L_sem`` of docs/method.md). The synthesizer records the teacher's attention while
     :meth:`loss` runs, so :meth:`loss` must run the teacher exactly once on ``x``.
     """
 

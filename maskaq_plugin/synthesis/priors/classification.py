@@ -7,7 +7,7 @@ from .base import TaskPrior
 
 
 class ClassificationPrior(TaskPrior):
-    """``L_sem`` for classifiers (METHOD.md): ``CE(F(x), y)`` with random labels ``y``.
+    """``L_sem`` for classifiers (docs/method.md): ``CE(F(x), y)`` with random labels ``y``.
 
     Labels are drawn once per batch, uniformly over the classes, and kept for all the
     iterations of that batch.

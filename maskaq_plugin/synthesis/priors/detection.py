@@ -1,6 +1,6 @@
 """Detection prior: the detector's own training loss on random ground truth (``L_sem``).
 
-METHOD.md, "Dense tasks" *(ours)*: for each synthetic image draw 1-``max_boxes`` boxes
+docs/method.md, "Dense tasks" *(ours)*: for each synthetic image draw 1-``max_boxes`` boxes
 with random classes, sizes and positions inside the image; ``L_sem`` is the sum of every
 loss term of ``detector.loss(x, data_samples)``. When the detector predicts masks, each
 box carries a filled box-shaped mask, so Mask R-CNN's mask head has a target too.

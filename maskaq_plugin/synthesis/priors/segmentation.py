@@ -1,6 +1,6 @@
 """Segmentation prior: the segmentor's own loss on a random label layout (``L_sem``).
 
-METHOD.md, "Dense tasks" *(ours)*: each synthetic image gets a random coarse layout of a
+docs/method.md, "Dense tasks" *(ours)*: each synthetic image gets a random coarse layout of a
 few classes, upsampled (nearest) to full size; ``L_sem`` is the sum of every loss term of
 ``segmentor.loss(x, data_samples)`` (decode head and auxiliary heads).
 """
