@@ -1,4 +1,4 @@
-"""benchmarks/accuracy_dense.py: each variant's config changes what METHOD.md says, nothing else."""
+"""benchmarks/accuracy_dense.py: each variant's config changes what docs/method.md says, nothing else."""
 import os.path as osp
 import sys
 

@@ -1,7 +1,7 @@
 """MaskAQAlgorithm trains with every teacher and student module in eval mode.
 
 The QAT step must not run dropout / stochastic depth (drop path) or update BatchNorm
-statistics (METHOD.md, Stage 2; ``run_classification_qat`` does the same), while
+statistics (docs/method.md, Stage 2; ``run_classification_qat`` does the same), while
 ``algo.training`` follows ``algo.train(mode)`` for MMEngine.
 """
 import pytest

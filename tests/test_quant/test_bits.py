@@ -1,6 +1,6 @@
 """Bit-widths: every quantizer carries the requested bits, and its outputs prove it.
 
-NNCF's default hardware config refuses 4-bit (DESIGN.md); our quantizers are built at the
+NNCF's default hardware config refuses 4-bit (measured; docs/architecture.md, quant); our quantizers are built at the
 requested width directly, so W4 and W3 must work and must really use ≤ 2^b levels.
 """
 import pytest

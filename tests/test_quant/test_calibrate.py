@@ -1,7 +1,7 @@
 """In-place range calibration: parameters keep their identity and stay trainable.
 
 MMEngine builds the optimizer before ``before_train`` calibrates on the first synthetic
-batch (DESIGN.md), so an optimizer built on the uncalibrated model must train the
+batch (measured), so an optimizer built on the uncalibrated model must train the
 calibrated ranges. These tests check recipe 'nncf' (mean min-max statistics); the
 authors' recipe 'lsq' (first-batch LSQ init) is tested in test_lsq.py.
 """

@@ -103,7 +103,7 @@ def test_strip_keeps_quantizers_of_computed_weights():
 
 
 def test_nncf_strip_needs_torchao(q_w4a4, x):
-    """Why strip_quantized does not call nncf.strip (DESIGN.md)."""
+    """Why strip_quantized does not call nncf.strip (it needs torchao and strips only 8-bit)."""
     try:
         import torchao  # noqa: F401
     except ImportError:
@@ -152,7 +152,7 @@ def test_openvino_w8a8_tuple_outputs(x, tmp_path):
 
 
 def test_openvino_w4a4_matches_and_cpu_defaults_do_not(q_w4a4, x, tmp_path):
-    """DESIGN.md's unexplained W4A4 gap: OpenVINO's CPU defaults, not the export."""
+    """The W4A4 export gap once left unexplained: OpenVINO's CPU defaults, not the export."""
     xml = export_openvino(q_w4a4, x, str(tmp_path / 'w4a4.xml'))
     ref = _torch(q_w4a4, x)
     assert relative_error(_ov(compile_openvino(xml), x), ref) < TOL_LOW_BIT

@@ -1,6 +1,6 @@
 """NNCF's CPU extension: prebuilt and loadable without NNCF's timeout, or the fallback.
 
-DESIGN.md: its first build took ~80 s, over NNCF's 60 s default load timeout
+docs/install.md: its first build took ~80 s, over NNCF's 60 s default load timeout
 (``ExtensionLoaderTimeoutException``). ``tools/setup_env.sh`` prebuilds it (a cold build
 measured 24 s on an idle 2-core box). Even a prebuilt load runs three subprocesses
 (compiler and ninja checks): 0.05 s idle, but 6-40 s measured inside a pytest process at

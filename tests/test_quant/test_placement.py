@@ -56,7 +56,7 @@ def test_placement_options(vit, x):
 
 
 def test_nncf_transformer_mode_is_not_the_scheme(vit, x):
-    """The pitfall that motivates our own placement (DESIGN.md): measured, not assumed."""
+    """The pitfall that motivates our own placement: measured, not assumed."""
     q = nncf.quantize(vit, nncf.Dataset([x]), model_type=nncf.ModelType.TRANSFORMER,
                       subset_size=1)
     names = [n for n, _ in get_hook_storage(q).named_hooks()]
