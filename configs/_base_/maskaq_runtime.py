@@ -15,9 +15,12 @@
 #
 # The upstream config defines model, train_dataloader, optim_wrapper, ... too, and MMEngine
 # refuses keys defined by two bases, so the defaults live under ``maskaq_*`` names and
-# each carries ``_delete_=True`` where it replaces the upstream value. Values computed
-# here (the schedule length) are fixed when this file is read: a config changing
-# ``maskaq_max_epochs`` must also restate the scheduler, train_cfg and hooks.
+# each carries ``_delete_=True`` where it replaces the upstream value; the config that
+# inherits both (above) makes the assignments. A config inheriting that one states only
+# what differs, e.g. ``model = dict(a_bits=4)``. Values computed here (the schedule length)
+# are fixed when this file is read: a config with another length derives its scheduler,
+# train_cfg and hooks from these, e.g. ``dict(_base_.maskaq_synthesis, iters=200)``, as
+# the digit-scene bases maskaq_det_digits.py and maskaq_seg_digits.py do.
 custom_imports = dict(imports=['maskaq_plugin'], allow_failed_imports=False)
 
 maskaq_max_epochs = 100  # QAT epochs over the synthetic set (paper code)

@@ -3,22 +3,16 @@
 # The FP teacher is the OpenMMLab model zoo checkpoint (top-1 80.69).
 _base_ = ['mmpretrain::deit/deit-small_4xb256_in1k.py', '../_base_/maskaq_cls.py']
 
+# The Runner passes the top-level data_preprocessor to the model: give it its type.
+data_preprocessor = dict(_base_.data_preprocessor, type='ClsDataPreprocessor')
 model = dict(
     _delete_=True,
     type='MaskAQAlgorithm',
-    # The upstream classifier without its Mixup/CutMix batch augments (QAT uses the
-    # augmentations of docs/method.md), with the upstream top-level data preprocessor.
+    # The upstream classifier without its init_cfg and its Mixup/CutMix batch augments
+    # (train_cfg; QAT uses the augmentations of docs/method.md), with the data preprocessor.
     architecture=dict(
-        type='ImageClassifier',
-        backbone={{_base_.model.backbone}},
-        neck={{_base_.model.neck}},
-        head={{_base_.model.head}},
-        data_preprocessor=dict(
-            type='ClsDataPreprocessor',
-            num_classes=1000,
-            mean=[123.675, 116.28, 103.53],
-            std=[58.395, 57.12, 57.375],
-            to_rgb=True)),
+        {key: _base_.model[key] for key in ('type', 'backbone', 'neck', 'head')},
+        data_preprocessor=data_preprocessor),
     teacher_checkpoint='https://download.openmmlab.com/mmclassification/v0/deit/'
     'deit-small_pt-4xb256_in1k_20220218-9425b9bb.pth',
     w_bits=4,
@@ -30,5 +24,3 @@ optim_wrapper = {{_base_.maskaq_optim_wrapper}}
 param_scheduler = {{_base_.maskaq_param_scheduler}}
 train_cfg = {{_base_.maskaq_train_cfg}}
 default_hooks = {{_base_.maskaq_default_hooks}}
-# The Runner passes the top-level data_preprocessor to the model: give it its type.
-data_preprocessor = dict(type='ClsDataPreprocessor')

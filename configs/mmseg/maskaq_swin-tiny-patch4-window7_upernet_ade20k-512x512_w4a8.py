@@ -1,9 +1,7 @@
 # MaskAQ W4A8: data-free quantization of the Swin-T backbone of UperNet (ADE20K 512x512).
 # The FP teacher is the OpenMMLab model zoo checkpoint (160k schedule, mIoU 44.4).
-_base_ = [
-    'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
-    '../_base_/maskaq_seg.py'
-]
+_base_ = ['mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+          '../_base_/maskaq_seg.py']
 
 model = dict(
     _delete_=True,
@@ -22,4 +20,4 @@ optim_wrapper = {{_base_.maskaq_optim_wrapper}}
 param_scheduler = {{_base_.maskaq_param_scheduler}}
 train_cfg = {{_base_.maskaq_train_cfg}}
 default_hooks = {{_base_.maskaq_default_hooks}}
-log_processor = dict(by_epoch=True)
+log_processor = dict(by_epoch=True)  # mmseg's default is by iteration

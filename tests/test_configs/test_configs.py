@@ -1,5 +1,6 @@
 """Every config loads offline; MaskAQ configs carry the method's defaults and real URLs;
-the full-size architectures build with random weights and have supported attention."""
+the full-size architectures build with random weights and have supported attention; a leaf
+config (outside configs/_base_/) states only what differs from its bases."""
 import glob
 import os.path as osp
 
@@ -13,8 +14,8 @@ from maskaq_plugin.attention import make_attention_explicit
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 ALL_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True))
-MASKAQ_CONFIGS = [c for c in ALL_CONFIGS if osp.basename(c).startswith('maskaq_')
-                  and '_base_' not in c]
+LEAF_CONFIGS = [c for c in ALL_CONFIGS if '_base_' not in c]
+MASKAQ_CONFIGS = [c for c in LEAF_CONFIGS if osp.basename(c).startswith('maskaq_')]
 FULL_SIZE = [c for c in MASKAQ_CONFIGS if 'digits' not in c]
 TINY = [c for c in MASKAQ_CONFIGS if 'digits' in c]
 TASK_OF_SCOPE = dict(mmdet='det', mmseg='seg', mmpretrain='cls')
@@ -22,6 +23,12 @@ TASK_OF_SCOPE = dict(mmdet='det', mmseg='seg', mmpretrain='cls')
 
 def _name(path):
     return osp.relpath(path, ROOT)
+
+
+def _code_lines(path):
+    """The non-blank lines of a config that are not comments."""
+    with open(path) as f:
+        return [line for line in f if line.strip() and not line.lstrip().startswith('#')]
 
 
 def _metafile_weights(scope):
@@ -61,6 +68,30 @@ def test_config_set_is_complete():
 def test_every_config_loads(path):
     cfg = Config.fromfile(path)
     assert len(cfg.keys()) > 0
+
+
+@pytest.mark.parametrize('path', LEAF_CONFIGS, ids=_name)
+def test_leaf_config_states_only_what_differs(path):
+    """Shared parts live in configs/_base_/ (STYLE.md 12), so that the configs stay in sync."""
+    lines = _code_lines(path)
+    assert len(lines) <= 20, (f'{_name(path)} has {len(lines)} lines of code (limit 20): '
+                              'move what it shares with other configs into configs/_base_/')
+
+
+def test_code_lines_skip_blanks_and_comments(tmp_path):
+    path = tmp_path / 'cfg.py'
+    path.write_text("# head\n_base_ = ['a.py']\n\nmodel = dict(\n    # why\n    a_bits=4)  # x\n")
+    assert _code_lines(str(path)) == ["_base_ = ['a.py']\n", 'model = dict(\n',
+                                      '    a_bits=4)  # x\n']
+
+
+@pytest.mark.parametrize('path', [c for c in MASKAQ_CONFIGS if c.endswith('_w4a4.py')
+                                  and osp.isfile(c.replace('_w4a4.py', '_w4a8.py'))], ids=_name)
+def test_w4a4_config_differs_from_its_w4a8_twin_only_in_the_bits(path):
+    twin = path.replace('_w4a4.py', '_w4a8.py')
+    low, high = Config.fromfile(path).to_dict(), Config.fromfile(twin).to_dict()
+    assert (low['model'].pop('a_bits'), high['model'].pop('a_bits')) == (4, 8)
+    assert low == high
 
 
 @pytest.mark.parametrize('path', MASKAQ_CONFIGS, ids=_name)
