@@ -10,8 +10,8 @@ runs them again).
 
 Default budget, the paper's (docs/method.md): 2000 synthesis iterations per batch, 100
 QAT epochs, synthetic set refreshed every 30 epochs (maskaq only), batch 16 (synthesis
-and QAT), 1024 synthetic images per round (this project's default): a MaskAQ cell runs
-5 synthesis rounds of 64 batches x 2000 steps. Override it for a quick look
+and QAT), 10 000 synthetic images per round (the authors' main.py default): a MaskAQ
+cell runs 5 synthesis rounds of 625 batches x 2000 steps. Override it for a quick look
 (--synthesis-iters, --epochs, --num-samples, --batch-size, --max-val-images).
 
 Examples:
