@@ -1,7 +1,16 @@
 """Suite-wide fixtures."""
-import pytest
-import torch
-from mmengine.registry import DefaultScope
+import os
+
+# NNCF gives its CPU extension 60 s to load (build or up-to-date check) in each process;
+# on a busy 2-core machine that check alone has taken longer (a test that calls
+# nncf.quantize directly failed with TimeoutError while other jobs ran). The library lifts
+# the limit in quantize_model (maskaq_plugin/quant/extension.py); the tests that call NNCF
+# directly get the same here. Set before nncf reads it; a user's value wins.
+os.environ.setdefault('NNCF_EXTENSION_LOAD_TIMEOUT', '0')
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
