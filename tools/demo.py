@@ -139,7 +139,9 @@ def main():
                      f'{"-" if secs is None else f"{secs:.0f} s"} |')
     pngs = sorted(glob.glob(osp.join(preview_dir, '**', '*.png'), recursive=True))
     shown = osp.commonpath(pngs) if len(pngs) > 1 else (pngs[0] if pngs else preview_dir)
-    lines += ['', f'Previews ({len(pngs)} PNG): {shown}',
+    lines += ['', f'Previews ({len(pngs)} PNG, {args.synthesis_iters} synthesis iterations): '
+              f'{shown}', 'What 2000 iterations (the paper\'s) give on these models: '
+              'docs/user_guide.md, section "What MaskAQ synthesizes"',
               f'Total wall time: {time.time() - t_start:.0f} s']
     summary = '\n'.join(lines)
     with open(osp.join(work_root, 'summary.md'), 'w') as f:

@@ -63,15 +63,16 @@ def parse_args(argv=None):
     return args
 
 
-def token_masks(algo, images, ratio=PREVIEW_RATIO):
+def token_masks(backbone, images, ratio=PREVIEW_RATIO):
     """``(N, H, W)`` 0/1 masks: F's informative patch keys of the first attention layer.
 
-    Window attention (Swin) is un-partitioned to the token grid; spatial-reduction
-    attention (PVT, MiT) gives the mask on its reduced key grid; both are resized to
-    the image (nearest).
+    ``backbone`` is F's module whose attention is recorded (``algo.teacher.backbone``, or
+    a whole timm ViT). Window attention (Swin) is un-partitioned to the token grid;
+    spatial-reduction attention (PVT, MiT) gives the mask on its reduced key grid; both
+    are resized to the image (nearest).
     """
-    with torch.no_grad(), AttentionRecorder(algo.teacher.backbone, detach=True) as rec:
-        algo.teacher.backbone(images)
+    with torch.no_grad(), AttentionRecorder(backbone, detach=True) as rec:
+        backbone(images)
     first = rec.records[0]
     mask = informative_region_mask([first.scores], ratio=ratio,
                                    has_cls_token=first.has_cls_token, drop=0.0)
@@ -89,40 +90,58 @@ def token_masks(algo, images, ratio=PREVIEW_RATIO):
     return F.interpolate(grid[:, None].float(), size=(h, w), mode='nearest')[:, 0]
 
 
+def to_bgr(images, norm):
+    """Normalised ``(N, C, H, W)`` images -> uint8 ``(H, W, 3)`` BGR arrays for cv2.
+
+    ``norm``: ``mean`` and ``std`` in pixel units (0-255) and ``bgr_to_rgb`` (the model
+    takes RGB), as ``algo.norm``.
+    """
+    mean = np.array(norm['mean'], np.float32).reshape(-1, 1, 1)
+    std = np.array(norm['std'], np.float32).reshape(-1, 1, 1)
+    out = []
+    for image in images.detach().cpu().numpy():
+        raw = np.clip(image * std + mean, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        if norm['bgr_to_rgb']:  # model order RGB -> cv2's BGR
+            raw = raw[..., ::-1]
+        out.append(np.ascontiguousarray(raw))
+    return out
+
+
+def tint(raw, mask, boxes=None):
+    """A copy of ``raw`` with ``mask > 0`` tinted red (50 %) and ``boxes`` (xyxy) in green."""
+    tinted = raw.copy()
+    red = np.zeros_like(raw)
+    red[..., 2] = 255
+    sel = mask > 0
+    tinted[sel] = (0.5 * raw[sel] + 0.5 * red[sel]).astype(np.uint8)
+    for box in [] if boxes is None else boxes.round().int().tolist():
+        cv2.rectangle(tinted, tuple(box[:2]), tuple(box[2:]), (0, 255, 0), 1)
+    return tinted
+
+
 def write_previews(algo, bank_dir, k, count, out_dir):
     """Write ``count`` PNGs of round ``k``; return their paths."""
     data = SampleBank(bank_dir).load_round(k)
     images = data['images'][:count]
     targets = data['targets'][:count]
-    norm = algo.norm
     device = next(algo.teacher.parameters()).device
-    masks = token_masks(algo, images.to(device)).cpu().numpy()
-    mean = np.array(norm['mean'], np.float32).reshape(-1, 1, 1)
-    std = np.array(norm['std'], np.float32).reshape(-1, 1, 1)
+    masks = token_masks(algo.teacher.backbone, images.to(device)).cpu().numpy()
     os.makedirs(out_dir, exist_ok=True)
     paths = []
-    for i, (image, mask, target) in enumerate(zip(images.numpy(), masks, targets)):
-        raw = np.clip(image * std + mean, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-        if norm['bgr_to_rgb']:  # model order RGB -> cv2's BGR
-            raw = raw[..., ::-1]
-        raw = np.ascontiguousarray(raw)
-        tinted = raw.copy()
-        red = np.zeros_like(raw)
-        red[..., 2] = 255
-        sel = mask > 0
-        tinted[sel] = (0.5 * raw[sel] + 0.5 * red[sel]).astype(np.uint8)
-        if isinstance(target, dict) and 'bboxes' in target:
-            for box in target['bboxes'].round().int().tolist():
-                cv2.rectangle(tinted, tuple(box[:2]), tuple(box[2:]), (0, 255, 0), 1)
+    for i, (raw, mask, target) in enumerate(zip(to_bgr(images, algo.norm), masks, targets)):
+        boxes = target['bboxes'] if isinstance(target, dict) and 'bboxes' in target else None
         path = osp.join(out_dir, f'round{k}_{i:03d}.png')
-        cv2.imwrite(path, np.concatenate([raw, tinted], axis=1))
+        cv2.imwrite(path, np.concatenate([raw, tint(raw, mask, boxes)], axis=1))
         paths.append(path)
     return paths
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    device = device_or_exit(args.device)
+def synthesize_round(args, device):
+    """Build the MaskAQ model of ``args.config`` and synthesise its bank's round.
+
+    Returns ``(algo, runner, bank_dir, k)``: the algorithm (teacher F, calibrated student
+    Q), its runner, the bank directory and the round written.
+    """
     cfg = load_config(args.config, args.cfg_options, work_dir=args.out)
     hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') == 'SampleRefreshHook']
     if not hooks:
@@ -147,6 +166,12 @@ def main(argv=None):
     hook.before_train(runner)
     k = hook.refresh_round
     runner.logger.info(f'sample bank round {k} written to {bank_dir}')
+    return algo, runner, bank_dir, k
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    algo, runner, bank_dir, k = synthesize_round(args, device_or_exit(args.device))
     if args.preview:
         paths = write_previews(algo, bank_dir, k, args.preview, osp.join(args.out, 'previews'))
         runner.logger.info(f'{len(paths)} previews in {osp.dirname(paths[0])}')
