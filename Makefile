@@ -4,7 +4,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: env demo test benchmark clean
+.PHONY: env demo test benchmark smoke-full clean
 
 env:
 	bash tools/setup_env.sh
@@ -17,6 +17,11 @@ test: env
 
 benchmark: env
 	PYTHONUNBUFFERED=1 $(PY) tools/benchmark.py
+
+# Every full-size config through tools/train.py on a tiny budget (random teachers,
+# generated val images): work_dirs/smoke_full/summary.md. Minutes per config on a CPU.
+smoke-full: env
+	PYTHONUNBUFFERED=1 $(PY) tools/smoke_full_configs.py $(SMOKE_ARGS)
 
 clean:
 	rm -rf work_dirs .pytest_cache
