@@ -51,7 +51,7 @@ TASK_OF_SCOPE = dict(mmdet='det', mmseg='seg', mmpretrain='cls')
 # Image size (W, H) written per task: the val pipelines' scales (COCO 1333x800, ADE20K
 # 512 short side), ImageNet's 256 before the 224 centre crop.
 IMAGE_SIZE = dict(det=(1333, 800), seg=(512, 512), cls=(256, 256))
-METRICS = dict(det=r'coco/bbox_mAP', seg=r'mIoU', cls=r'accuracy/top1')
+METRIC = dict(det='coco/bbox_mAP', seg='mIoU', cls='accuracy/top1')  # logged by val
 
 
 def _image(rng, size):
@@ -193,17 +193,18 @@ def _stamp(lines, pattern):
     return None
 
 
-def measure(lines, iters, batch):
-    """Seconds per synthesis iteration (student in the loop, one batch of ``batch``),
-    per QAT step, and the logged validation metric line."""
+def measure(lines, iters, metric):
+    """Seconds per synthesis iteration (student in the loop, one batch), per QAT step,
+    and the last logged value of the validation ``metric``."""
     calib = _stamp(lines, r'calibrated the student quantizer ranges')
     synth = _stamp(lines, r'sample bank round 0, synthesis:')
     text = ''.join(line for _, line in lines)
     step = re.findall(r'Epoch\(train\)\s+\[1\]\[1/1\].*?\stime: ([\d.]+)', text)
-    metric = re.findall(r'Epoch\(val\).*?\[\d+/\d+\]\s+(\S+: [-\d.]+)', text)
+    value = re.findall(r'Epoch\(val\).*?\[\d+/\d+\].*?\s%s: ([-\d.]+)' % re.escape(metric),
+                       text)
     return dict(synthesis_s_per_iter=(synth - calib) / iters if calib and synth else None,
                 qat_s_per_step=float(step[0]) if step else None,
-                metric=metric[-1] if metric else None)
+                metric=f'{metric}: {value[-1]}' if value else None)
 
 
 def paper_budget(cfg):
@@ -249,7 +250,7 @@ def smoke(config, args):
     log = osp.join(args.work_dir, name + '.log')
     rc, lines, rss, cpu = run_stamped(cmd, log, args.timeout)
     row = dict(config=config, task=task, rc=rc, wall_s=time.monotonic() - t0, cpu_s=cpu,
-               peak_rss_mib=rss, **measure(lines, args.synthesis_iters, args.batch_size))
+               peak_rss_mib=rss, **measure(lines, args.synthesis_iters, METRIC[task]))
     exports = [f for f in ('quantized_student.pth', 'backbone.onnx', 'backbone.xml')
                if osp.isfile(osp.join(work, f))]
     row['exports'] = exports
