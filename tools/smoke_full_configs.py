@@ -30,6 +30,7 @@ import math
 import os
 import os.path as osp
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -237,6 +238,7 @@ def smoke(config, args):
     task = TASK_OF_SCOPE[cfg.default_scope]
     name = osp.splitext(osp.basename(config))[0]
     work = osp.join(args.work_dir, name)
+    shutil.rmtree(work, ignore_errors=True)  # a fresh run: no sample bank to reuse
     data_root = osp.join(args.work_dir, 'data', task) + '/'
     if not osp.isdir(data_root):
         dict(det=write_coco, seg=write_ade20k, cls=write_imagenet)[task](
