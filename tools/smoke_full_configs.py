@@ -203,9 +203,12 @@ def measure(lines, iters, metric):
     step = re.findall(r'Epoch\(train\)\s+\[1\]\[1/1\].*?\stime: ([\d.]+)', text)
     value = re.findall(r'Epoch\(val\).*?\[\d+/\d+\].*?\s%s: ([-\d.]+)' % re.escape(metric),
                        text)
+    failed = re.findall(r'(\S+ export FAILED: \w+)(?:.*?(relative L2 error [\d.]+ > [\d.]+))?',
+                        text)
     return dict(synthesis_s_per_iter=(synth - calib) / iters if calib and synth else None,
                 qat_s_per_step=float(step[0]) if step else None,
-                metric=f'{metric}: {value[-1]}' if value else None)
+                metric=f'{metric}: {value[-1]}' if value else None,
+                export_failed=[' '.join(filter(None, f)) for f in failed])
 
 
 def paper_budget(cfg):
@@ -256,7 +259,8 @@ def smoke(config, args):
     exports = [f for f in ('quantized_student.pth', 'backbone.onnx', 'backbone.xml')
                if osp.isfile(osp.join(work, f))]
     row['exports'] = exports
-    row['passed'] = rc == 0 and row['metric'] is not None and len(exports) == 3
+    row['passed'] = (rc == 0 and row['metric'] is not None and len(exports) == 3
+                     and not row['export_failed'])
     row['cpu_extrapolation_h'] = dict(zip(('synthesis', 'qat'), extrapolate(
         row, paper_budget(cfg), args.batch_size)), budget=paper_budget(cfg))
     os.remove(teacher)  # up to 200 MB each; rewritten by the next smoke run
@@ -273,8 +277,8 @@ def table(rows, args):
              f'0), batch {args.batch_size}, 1 QAT step, validation on {args.num_images} '
              'generated images, export; random teachers.', '',
              '| config | result | wall (CPU) | peak RSS | synthesis s/iter | QAT s/step | '
-             'val metric | CPU extrapolation of the config budget: synthesis + QAT |',
-             '| --- | --- | --- | --- | --- | --- | --- | --- |']
+             'val metric | export check | CPU extrapolation of the config budget: '
+             'synthesis + QAT |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in rows:
         ext = r['cpu_extrapolation_h']
         est = '-' if ext['synthesis'] is None else (
@@ -284,7 +288,7 @@ def table(rows, args):
             f'(rc {r["rc"]}) | {r["wall_s"]:.0f} s ({r["cpu_s"]:.0f} s) | '
             f'{r["peak_rss_mib"]:.0f} MiB | '
             f'{f(r["synthesis_s_per_iter"], ".2f")} | {f(r["qat_s_per_step"], ".2f")} | '
-            f'{r["metric"] or "-"} | {est} |')
+            f'{r["metric"] or "-"} | {"; ".join(r["export_failed"]) or "ok"} | {est} |')
     b = rows[0]['cpu_extrapolation_h']['budget'] if rows else {}
     lines += ['', f'CPU extrapolation (not a measurement): per-image times of the smoke '
               f'batch scaled linearly to the configs\' budget ({b.get("iters")} iterations '

@@ -87,6 +87,10 @@ def test_measure_reads_the_stamped_log(tool):
              (5.0, 'x - sample bank round 0, synthesis: head=1\n'),
              (6.0, 'Epoch(train) [1][1/1]  lr: 1e-3  eta: 0:00:00  time: 2.5000  '
                    'data_time: 0.1\n'),
-             (9.0, 'Epoch(val) [1][2/2]    aAcc: 2.1600  mIoU: 0.0300  mAcc: 1.0\n')]
+             (9.0, 'Epoch(val) [1][2/2]    aAcc: 2.1600  mIoU: 0.0300  mAcc: 1.0\n'),
+             (9.5, 'x - backbone export FAILED: ExportMismatchError: OpenVINO IR b.xml differs '
+                   'from the torch model: relative L2 error 0.0847 > 0.05 (compiled)\n')]
     assert tool.measure(lines, iters=2, metric='mIoU') == dict(
-        synthesis_s_per_iter=2.0, qat_s_per_step=2.5, metric='mIoU: 0.0300')
+        synthesis_s_per_iter=2.0, qat_s_per_step=2.5, metric='mIoU: 0.0300',
+        export_failed=['backbone export FAILED: ExportMismatchError '
+                       'relative L2 error 0.0847 > 0.05'])
