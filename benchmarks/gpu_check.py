@@ -95,12 +95,8 @@ def _peak_mib(device, fn):
     """Peak memory (MiB) of ``fn()``: CUDA allocator peak above the start, or, on the
     CPU, the process's peak resident set (``ru_maxrss``, which includes everything)."""
     if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        from .qat_cost import peak_step_memory
+        return peak_step_memory(fn, device)
     fn()
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
