@@ -18,6 +18,18 @@ still leaves an NNCF-wrapped model. :func:`strip_quantized` instead folds every 
 quantizer into its weight (the weight then holds its quantized values, no weight
 fake-quant at run time) at any bit-width, and keeps the activation quantizers as NNCF
 fake-quant modules (there is no native sub-8-bit activation quantization in torch).
+
+**Check against the model's own noise floor.** A quantized network can be chaotic at
+float rounding level: a value within float error of a rounding midpoint lands in either
+bin, and a flipped bin propagates through the following quantizers. A randomly
+initialised SegFormer MiT-B0 backbone at W4A8 (128 px) moved by 8.9 % (relative L2) in
+torch alone when its input was multiplied by ``1 + 1e-6·n``, and its OpenVINO IR differed
+from torch by 8.0 %; without its activation quantizers the IR matched to 9e-7. No runtime
+can reproduce such a model closer than its own sensitivity, so :func:`export_openvino`
+accepts an error above ``rtol`` when it is within :data:`NOISE_FLOOR_MARGIN` times the
+torch model's largest output change over :data:`NOISE_FLOOR_DRAWS` such perturbations
+(:func:`output_noise_floor`), and warns with both numbers. A trained model is far from
+that regime (the floor is measured only when the plain check fails).
 """
 import copy
 import functools
@@ -42,6 +54,11 @@ from .quantize import trace_graph
 OPENVINO_CPU_CONFIG = {'INFERENCE_PRECISION_HINT': 'f32', 'DYNAMIC_QUANTIZATION_GROUP_SIZE': 0}
 # Exported model vs the torch fake-quant model, relative L2 error; see tests/test_quant.
 DEFAULT_EXPORT_RTOL = 5e-2
+# Output noise floor: relative input perturbation (float32 kernels' rounding scale),
+# draws, and the margin on the largest change accepted as "within the floor".
+NOISE_FLOOR_EPS = 1e-6
+NOISE_FLOOR_DRAWS = 3
+NOISE_FLOOR_MARGIN = 1.5
 
 
 class ExportMismatchError(RuntimeError):
@@ -65,6 +82,22 @@ def relative_error(outputs, references) -> float:
     """Largest relative L2 error ``‖out − ref‖ / ‖ref‖`` over paired outputs."""
     return max(float(np.linalg.norm(np.asarray(o, np.float64) - r) / (np.linalg.norm(r) + 1e-12))
                for o, r in zip(outputs, references))
+
+
+@torch.no_grad()
+def output_noise_floor(model: nn.Module, args: tuple, references: list, *,
+                       eps: float = NOISE_FLOOR_EPS, draws: int = NOISE_FLOOR_DRAWS,
+                       seed: int = 0) -> float:
+    """Largest relative L2 change of ``model``'s outputs (vs ``references``, its outputs on
+    ``args``) when every floating-point input is multiplied by ``1 + eps·n``, ``n ~ N(0, 1)``
+    drawn from a generator seeded with ``seed``, over ``draws`` draws."""
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for _ in range(draws):
+        noisy = tuple(a * (1 + eps * torch.randn(a.shape, generator=gen).to(a))
+                      if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+        worst = max(worst, relative_error(_flat_outputs(model(*noisy)), references))
+    return worst
 
 
 @torch.no_grad()
@@ -209,6 +242,9 @@ def export_openvino(qmodel: nn.Module, example_input: Any, path: str, *, check: 
             equal to those of its torch quantizer
             (:func:`~maskaq_plugin.quant.ir_weights.compare_ir_weights`). Defaults to True.
         rtol (float): Largest relative L2 error accepted by the check. Defaults to 5e-2.
+            A larger error passes, with a warning, when it is within
+            :data:`NOISE_FLOOR_MARGIN` times :func:`output_noise_floor` of the torch model
+            (see the module docstring).
 
     Returns:
         str: The ``.xml`` path.
@@ -233,9 +269,19 @@ def export_openvino(qmodel: nn.Module, example_input: Any, path: str, *, check: 
         result = compiled([a.cpu().numpy() for a in args])
         err = relative_error([result[o] for o in compiled.outputs], refs)
         if not err <= rtol:
-            raise ExportMismatchError(
-                f'OpenVINO IR {path} differs from the torch model: relative L2 error '
-                f'{err:.3g} > {rtol:g} (compiled with {OPENVINO_CPU_CONFIG}).')
+            floor = output_noise_floor(model, args, refs)
+            what = (f'relative L2 error {err:.3g} > {rtol:g} (compiled with '
+                    f'{OPENVINO_CPU_CONFIG}); the torch model itself moves by up to '
+                    f'{floor:.3g} when its input is multiplied by 1 + {NOISE_FLOOR_EPS:g}·n '
+                    f'({NOISE_FLOOR_DRAWS} draws)')
+            if not err <= NOISE_FLOOR_MARGIN * floor:
+                raise ExportMismatchError(
+                    f'OpenVINO IR {path} differs from the torch model: {what}, so the '
+                    f'difference is not float rounding (accepted up to '
+                    f'{NOISE_FLOOR_MARGIN:g}x that).')
+            warnings.warn(f'OpenVINO IR {path}: {what}; accepted as within the model\'s own '
+                          f'float-rounding noise floor (x{NOISE_FLOOR_MARGIN:g})',
+                          RuntimeWarning, stacklevel=2)
         # the quantizers' own forward (not their export rounding) gives our codes
         report = compare_ir_weights(openvino_core().read_model(path),
                                     _export_copy(qmodel, None), args)

@@ -176,6 +176,38 @@ def test_openvino_export_refuses_a_mismatch(q_w4a4, x, tmp_path, monkeypatch):
         export_openvino(q_w4a4, x, str(tmp_path / 'bad.xml'))
 
 
+@pytest.mark.parametrize('floor,accepted', [(0.07, True), (0.05, False)])
+def test_openvino_export_error_within_the_models_noise_floor(q_w4a4, x, tmp_path, monkeypatch,
+                                                             floor, accepted):
+    # 9.09 % off: accepted iff within NOISE_FLOOR_MARGIN (1.5) x the model's noise floor.
+    flat = export_module._flat_outputs
+    monkeypatch.setattr(export_module, '_flat_outputs', lambda out: [o * 1.1 for o in flat(out)])
+    monkeypatch.setattr(export_module, 'output_noise_floor', lambda *a, **k: floor)
+    path = str(tmp_path / 'noisy.xml')
+    if accepted:
+        with pytest.warns(RuntimeWarning, match=r'0\.0909 > 0\.05 .* up to 0\.07 .*noise floor'):
+            export_openvino(q_w4a4, x, path)
+    else:
+        with pytest.raises(ExportMismatchError, match=r'up to 0\.05 .*not float rounding'):
+            export_openvino(q_w4a4, x, path)
+
+
+def test_output_noise_floor_separates_smooth_and_chaotic_models():
+    x = torch.rand(2, 8) + 0.5
+    smooth = nn.Linear(8, 4).eval()
+    with torch.no_grad():
+        ref = export_module._flat_outputs(smooth(x))
+    assert export_module.output_noise_floor(smooth, (x,), ref) < 1e-5
+
+    class Chaotic(nn.Module):  # every output flips under a 1e-6 relative change of x
+        def forward(self, v):
+            return torch.sign(torch.sin(v.double() * 1e9)).float()
+
+    with torch.no_grad():
+        ref = export_module._flat_outputs(Chaotic()(x))
+    assert export_module.output_noise_floor(Chaotic(), (x,), ref) > 0.5
+
+
 def test_export_leaves_the_model_in_training_mode(q_w4a4, x, tmp_path):
     q_w4a4.train()
     try:
