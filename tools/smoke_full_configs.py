@@ -17,7 +17,8 @@ images in the layout each config's val/test dataset reads. Per config:
    child's peak RSS (``os.wait4``), and extrapolate the config's own budget (the paper's:
    T = 2000 iterations per batch of synthetic images, 100 epochs) on this CPU, assuming
    time linear in the number of images. The table goes to ``<work-dir>/summary.md`` and
-   ``summary.json``.
+   ``summary.json``, rewritten after each config; rows an earlier call wrote there for
+   configs this call does not run are kept (run a few configs at a time, or rerun one).
 
 Usage::
 
@@ -300,6 +301,22 @@ def table(rows, args):
     return '\n'.join(lines)
 
 
+def previous_rows(path):
+    """Rows of an earlier call in the same work dir (``summary.json``), so a call that
+    runs some configs (or is interrupted) keeps the others' results; [] if none."""
+    if not osp.isfile(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def merge_rows(rows, row):
+    """``rows`` with ``row`` replacing the one of its config, in :data:`CONFIGS` order."""
+    rows = [r for r in rows if r['config'] != row['config']] + [row]
+    order = {c: i for i, c in enumerate(CONFIGS)}
+    return sorted(rows, key=lambda r: order.get(r['config'], len(order)))
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description='Smoke-run the full-size MaskAQ configs')
     parser.add_argument('--configs', nargs='+', default=None,
@@ -319,9 +336,9 @@ def main():
                or any(s in c for s in args.configs)]
     if not configs:
         raise SystemExit(f'no config matches {args.configs}; configs: {CONFIGS}')
-    rows = []
+    rows = previous_rows(osp.join(args.work_dir, 'summary.json'))
     for config in configs:
-        rows.append(smoke(config, args))
+        rows = merge_rows(rows, smoke(config, args))
         summary = table(rows, args)  # rewritten after each config
         with open(osp.join(args.work_dir, 'summary.md'), 'w') as f:
             f.write(summary + '\n')

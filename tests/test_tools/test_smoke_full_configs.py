@@ -94,3 +94,13 @@ def test_measure_reads_the_stamped_log(tool):
         synthesis_s_per_iter=2.0, qat_s_per_step=2.5, metric='mIoU: 0.0300',
         export_failed=['backbone export FAILED: ExportMismatchError '
                        'relative L2 error 0.0847 > 0.05'])
+
+
+def test_a_call_keeps_the_other_configs_rows_and_replaces_its_own(tool, tmp_path):
+    deit, seg = tool.CONFIGS[1], tool.CONFIGS[0]
+    old = [dict(config=deit, wall_s=1.0), dict(config=seg, wall_s=2.0)]
+    path = tmp_path / 'summary.json'
+    assert tool.previous_rows(str(path)) == []
+    path.write_text(__import__('json').dumps(old))
+    rows = tool.merge_rows(tool.previous_rows(str(path)), dict(config=deit, wall_s=3.0))
+    assert [(r['config'], r['wall_s']) for r in rows] == [(seg, 2.0), (deit, 3.0)]
