@@ -43,6 +43,34 @@ def tiny_swin(img_size: int = 64, num_classes: int = 100, explicit: bool = True,
     return model
 
 
+def vit_224(embed_dim: int = 192, num_heads: int = 3, seed: int = 0):
+    """timm ViT at 224 px, patch 16, depth 12, 1000 classes, random init, explicit attention.
+
+    The defaults are ``deit_tiny_patch16_224``'s architecture; ``(384, 6)`` is DeiT-S's.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+
+    from maskaq_plugin.attention import make_attention_explicit
+    torch.manual_seed(seed)
+    model = VisionTransformer(img_size=224, patch_size=16, embed_dim=embed_dim, depth=12,
+                              num_heads=num_heads).eval()
+    make_attention_explicit(model)
+    return model
+
+
+def swin_t_224(seed: int = 0):
+    """timm Swin-T at 224 px (patch 4, window 7, dim 96, depths 2-2-6-2, heads 3-6-12-24),
+    1000 classes, random init, explicit attention."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    from maskaq_plugin.attention import make_attention_explicit
+    torch.manual_seed(seed)
+    model = SwinTransformer(img_size=224, patch_size=4, window_size=7, embed_dim=96,
+                            depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)).eval()
+    make_attention_explicit(model)
+    return model
+
+
 def synchronize() -> None:
     """Wait for queued CUDA work (a no-op on the CPU), so wall times cover the kernels."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
