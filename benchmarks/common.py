@@ -78,12 +78,15 @@ def synchronize() -> None:
 
 
 def interleaved(variants: Dict[str, Callable[[], object]], repeats: int,
-                warmup: int = 1) -> Dict[str, List[float]]:
-    """Wall time (s) of each variant, ``repeats`` rounds; the order rotates every round.
+                warmup: int = 1,
+                clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
+    """Time (s) of each variant, ``repeats`` rounds; the order rotates every round.
 
     Run side by side on a shared machine, the variants see the same background load
     within a round, so per-round ratios and medians are comparable. CUDA work is
-    synchronised before and after each call.
+    synchronised before and after each call. ``clock`` is wall time by default;
+    ``time.process_time`` (CPU time of this process) leaves out the time other jobs
+    take from a single-threaded CPU run.
     """
     names = list(variants)
     for _ in range(warmup):
@@ -94,10 +97,10 @@ def interleaved(variants: Dict[str, Callable[[], object]], repeats: int,
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             synchronize()
-            start = time.perf_counter()
+            start = clock()
             variants[name]()
             synchronize()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 

@@ -16,6 +16,7 @@ The paired ratio ``ours ÷ floor`` is therefore our overhead over the model cost
 model cost itself.
 """
 import statistics
+import time
 
 import torch
 
@@ -52,8 +53,15 @@ def floor_step(teacher, student, x: torch.Tensor) -> torch.Tensor:
 def run(*, batch: int = 16, iters: int = 2, repeats: int = 3, seed: int = 0,
         scheme: QuantScheme = QuantScheme(4, 4), device: str = 'cpu',
         models='224') -> dict:
-    """Time ``ours`` and ``floor`` on every model of ``models`` (``'224'``, ``'tiny'`` or
-    label -> builder); returns a JSON-able dict of times and paired ratios."""
+    """Time ``ours`` and ``floor`` on every model of ``models`` (a key of
+    :data:`MODEL_SETS`: ``'224'``, ``'deit'``, ``'swin'``, ``'tiny'``; or label -> builder);
+    returns a JSON-able dict of times and paired ratios.
+
+    On the CPU the calls are timed in process CPU time (other jobs on shared cores do
+    not count in it; meant for 1 thread), on CUDA in wall time.
+    """
+    cpu = torch.device(device).type == 'cpu'
+    clock = time.process_time if cpu else time.perf_counter
     results = []
     for label, build in (MODEL_SETS[models] if isinstance(models, str) else models).items():
         teacher, student, size = _setup(build, batch, scheme, device)
@@ -72,26 +80,86 @@ def run(*, batch: int = 16, iters: int = 2, repeats: int = 3, seed: int = 0,
                 for _ in range(iters):
                     floor_step(teacher, student, x)
 
-        times = interleaved(dict(ours=ours, floor=floor), repeats)
+        times = interleaved(dict(ours=ours, floor=floor), repeats, clock=clock)
         ratios = [a / b for a, b in zip(times['ours'], times['floor'])]
         results.append(dict(
             model=label, student=f'{scheme.name} ({scheme.recipe})', batch=batch,
             iters=iters, repeats=repeats, device=str(device), times=times,
+            clock='process CPU time' if cpu else 'wall time',
             s_per_iter={k: statistics.median(v) / iters for k, v in times.items()},
             ratio=paired_ratio(times, 'ours', 'floor'), ratios=ratios))
     return dict(models=results)
 
 
 def markdown(res: dict, command: str, machine: str) -> str:
-    """The table of the section "Synthesis floor ratio (issue #12 item 4)"."""
-    m0 = res['models'][0]
-    rows = [[m['model'].split(' (')[0], f'{m["s_per_iter"]["ours"]:.2f}',
+    """The section "Synthesis floor ratio (issue #12 item 4)".
+
+    A model entry may carry ``code`` (which version of the synthesizer ran, e.g. a
+    commit before the cuts), ``command`` and ``machine`` when entries of several runs
+    were merged into one result; the run's ``command`` and ``machine`` apply otherwise.
+    ``res['note']``, when present, is printed under the table.
+    """
+    rows = [[m['model'].split(' (')[0], m.get('code', 'working tree'), m['batch'],
+             f'{m["repeats"]} × {m["iters"]}', f'{m["s_per_iter"]["ours"]:.2f}',
              f'{m["s_per_iter"]["floor"]:.2f}', f'**{m["ratio"]:.2f}**',
-             ', '.join(f'{r:.2f}' for r in m['ratios'])] for m in res['models']]
-    return (f'Command: `{command}`\n\nMachine: {machine}\n\n'
-            f'Batch {m0["batch"]}, {m0["iters"]} iterations per call, student '
-            f'{m0["student"]}, {m0["repeats"]} interleaved rounds (after one warm-up call '
-            'each). `floor` = F and Q forward + backward to the images alone (parameters '
-            'frozen), same module objects and batch as `ours`.\n\n' +
-            table(['model', 'ours s/iter (median)', 'floor s/iter (median)',
-                   'ours ÷ floor (paired median)', 'per-round ratios'], rows) + '\n')
+             ', '.join(f'{r:.2f}' for r in m['ratios']),
+             _load(m.get('machine', machine))] for m in res['models']]
+    runs = sorted({(m.get('command', command), m.get('machine', machine))
+                   for m in res['models']})
+    return ('Command' + ('s' if len(runs) > 1 else '') + ': ' + '; '.join(
+                f'`{c}`' for c in dict.fromkeys(c for c, _ in runs)) +
+            f'\n\nMachine: {runs[0][1]}' + (' (load of each run in the table)'
+                                            if len(runs) > 1 else '') + '\n\n'
+            f'Student {res["models"][0]["student"]}. `ours`: one `Synthesizer` iteration '
+            '(augmentation, attention recording, L_head, L_sem, L_tv, L_ent, L_mad, AdamW '
+            'step, clamp). `floor`: F and Q forward + backward to the images alone '
+            '(parameters frozen), the same module objects (explicit attention) and batch. '
+            'Interleaved rounds after one warm-up call each, timed in '
+            f'{res["models"][0].get("clock", "wall time")} (on the CPU the process time, '
+            'with 1 thread, leaves out what the other jobs on the shared cores take); the '
+            'ratio is the median of the per-round ratios.\n\n' +
+            table(['model', 'synthesizer', 'batch', 'rounds × iters', 'ours s/iter (median)',
+                   'floor s/iter (median)', 'ours ÷ floor (paired median)',
+                   'per-round ratios', 'load'], rows) + '\n\n' +
+            (res['note'].strip() + '\n\n' if res.get('note') else '') + CUTS)
+
+
+CUTS = '''What the overhead was (torch.profiler and per-term wall times of one DeiT-T iteration at
+batch 16 before the cuts, 1 thread, load about 2; per term forward + backward on recorded
+scores):
+`L_head` 0.6 + 2.7 s, `L_ent` 0.15 + 0.21 s, mask + `L_mad` 0.36 + 0.26 s, `L_tv`
+0.02 + 0.12 s, augmentation 0.03 s, against 6.6 s for the floor. `L_head` min-max normalised
+every `(B, H, N, N)` score map, transposed it for the head×head products and let autograd
+run back through all of it: the backward of `amin` / `amax` alone (equality masks, float
+conversions and divisions over the full maps) took about 1 s, the copies of the transposed
+maps and the `(L, B, H, N, N)` stacks of every layer (built again for `L_ent`, the mask and
+`L_mad`) most of the rest.
+
+What was cut (the terms are unchanged):
+
+* `L_head` (`maskaq_plugin/losses/_functional/_head_stats.py`): the mean, variances and
+  covariances of the normalised maps follow from each raw row's min, max, mean and the
+  head×head covariance of the centred raw rows, so the normalised maps are never built;
+  the backward of those statistics is written out (one batched matmul, a scatter at each
+  row's min and max, ties sharing the gradient as with `amin` / `amax`). Same values to
+  float rounding; its gradient equals autograd through the naive loop in float64, ties
+  included (tests/test_losses/test_inter_head_ssim_loss.py); the images after an AdamW
+  step are therefore equal to rounding, not bit for bit.
+* `L_ent` draws its 64 query rows before averaging over heads, the mask and `L_mad` read
+  only the class-token row (with a class token), each layer on its own: no `(L, B, H, N,
+  N)` stack is built. Bit-identical values and gradients.
+* Left as they were: `L_tv` (about 2 % of the floor), the augmentation, the AdamW step
+  and the clamp (each under 1 %).
+
+The equal-work check of the synthesis-speed benchmark (ours against the authors' loop at
+iteration 1, tests/test_benchmarks/test_paper_loop.py) still holds. The floor does the
+model work of ours and nothing else (tests/test_benchmarks/test_synthesis_floor.py counts
+the operations): the same forwards, and a backward that is a little longer than ours,
+since ours needs no gradient from Q's logits (only its attention scores enter `L_mad`).
+'''
+
+
+def _load(machine: str) -> str:
+    """``load average a before, b after`` of a machine line, or '' when absent."""
+    start = machine.find('load average')
+    return machine[start + len('load average '):machine.find(')', start)] if start >= 0 else ''
