@@ -43,6 +43,34 @@ def tiny_swin(img_size: int = 64, num_classes: int = 100, explicit: bool = True,
     return model
 
 
+def vit_224(embed_dim: int = 192, num_heads: int = 3, seed: int = 0):
+    """timm ViT at 224 px, patch 16, depth 12, 1000 classes, random init, explicit attention.
+
+    The defaults are ``deit_tiny_patch16_224``'s architecture; ``(384, 6)`` is DeiT-S's.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+
+    from maskaq_plugin.attention import make_attention_explicit
+    torch.manual_seed(seed)
+    model = VisionTransformer(img_size=224, patch_size=16, embed_dim=embed_dim, depth=12,
+                              num_heads=num_heads).eval()
+    make_attention_explicit(model)
+    return model
+
+
+def swin_t_224(seed: int = 0):
+    """timm Swin-T at 224 px (patch 4, window 7, dim 96, depths 2-2-6-2, heads 3-6-12-24),
+    1000 classes, random init, explicit attention."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    from maskaq_plugin.attention import make_attention_explicit
+    torch.manual_seed(seed)
+    model = SwinTransformer(img_size=224, patch_size=4, window_size=7, embed_dim=96,
+                            depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)).eval()
+    make_attention_explicit(model)
+    return model
+
+
 def synchronize() -> None:
     """Wait for queued CUDA work (a no-op on the CPU), so wall times cover the kernels."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -50,12 +78,15 @@ def synchronize() -> None:
 
 
 def interleaved(variants: Dict[str, Callable[[], object]], repeats: int,
-                warmup: int = 1) -> Dict[str, List[float]]:
-    """Wall time (s) of each variant, ``repeats`` rounds; the order rotates every round.
+                warmup: int = 1,
+                clock: Callable[[], float] = time.perf_counter) -> Dict[str, List[float]]:
+    """Time (s) of each variant, ``repeats`` rounds; the order rotates every round.
 
     Run side by side on a shared machine, the variants see the same background load
     within a round, so per-round ratios and medians are comparable. CUDA work is
-    synchronised before and after each call.
+    synchronised before and after each call. ``clock`` is wall time by default;
+    ``time.process_time`` (CPU time of this process) leaves out the time other jobs
+    take from a single-threaded CPU run.
     """
     names = list(variants)
     for _ in range(warmup):
@@ -66,10 +97,10 @@ def interleaved(variants: Dict[str, Callable[[], object]], repeats: int,
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             synchronize()
-            start = time.perf_counter()
+            start = clock()
             variants[name]()
             synchronize()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 

@@ -46,27 +46,14 @@ DIST_CONFIG = 'configs/mmdet/maskaq_maskrcnn_swin-tiny_digits_w4a8.py'
 
 def vit_models(smoke: bool) -> dict:
     """label -> builder: DeiT-S and Swin-T at 224 (tiny ones at 32 px with ``smoke``)."""
-    from timm.models.swin_transformer import SwinTransformer
-    from timm.models.vision_transformer import VisionTransformer
-
-    from maskaq_plugin.attention import make_attention_explicit
-
-    from .common import tiny_deit, tiny_swin
-
-    def explicit(model):
-        make_attention_explicit(model.eval())
-        return model
+    from .common import swin_t_224, tiny_deit, tiny_swin, vit_224
 
     if smoke:
         return {'tiny DeiT (32 px)': lambda: tiny_deit(32, num_classes=10),
                 'tiny Swin (32 px)': lambda: tiny_swin(32, num_classes=10)}
     return {
-        'DeiT-S (224 px, patch 16, dim 384, depth 12, 6 heads)': lambda: explicit(
-            VisionTransformer(img_size=224, patch_size=16, embed_dim=384, depth=12,
-                              num_heads=6)),
-        'Swin-T (224 px, patch 4, window 7, dim 96, depths 2-2-6-2)': lambda: explicit(
-            SwinTransformer(img_size=224, patch_size=4, window_size=7, embed_dim=96,
-                            depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))),
+        'DeiT-S (224 px, patch 16, dim 384, depth 12, 6 heads)': lambda: vit_224(384, 6),
+        'Swin-T (224 px, patch 4, window 7, dim 96, depths 2-2-6-2)': swin_t_224,
     }
 
 

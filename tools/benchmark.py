@@ -4,6 +4,9 @@ Subcommands (``all`` runs the first three in turn; it is the default):
 
 * ``synthesis``: Stage 1 images/s of our ``Synthesizer`` vs the plain paper loop
   (``benchmarks/paper_loop.py``) at equal work, with the loss terms of both;
+* ``floor`` (not in ``all``): one ``Synthesizer`` iteration ÷ the floor, F and Q forward
+  plus the backward to the images alone, on DeiT-T and Swin-T at 224 px
+  (``benchmarks/synthesis_floor.py``; ``--models tiny`` for the 64-px models);
 * ``qat``: time per QAT step and peak memory of the W8A8 / W4A4 student vs the FP model;
 * ``deploy``: OpenVINO latency and IR size of the W8A8 backbone (INT8 on CPU) vs FP32,
   the precision each layer ran in, and the INT8 outputs vs the torch fake-quant model;
@@ -27,6 +30,7 @@ Examples:
     python tools/benchmark.py deploy --repeats 300
     python tools/benchmark.py all --no-write          # print only
     python tools/benchmark.py synthesis --render      # rewrite the doc from the last run
+    python tools/benchmark.py floor --batch 16 --floor-iters 2 --repeats 3
     python tools/benchmark.py accuracy --tasks det --bits w3a3 --seeds 0 1 2
     python tools/benchmark.py qat --device cpu
 """
@@ -44,9 +48,10 @@ sys.path.insert(0, ROOT)  # the benchmarks package lives beside tools/
 from maskaq_plugin.utils import add_device_argument, device_or_exit  # noqa: E402
 
 SECTIONS = dict(synthesis='Synthesis speed', qat='QAT cost', deploy='Deployment',
-                accuracy='Accuracy: detection and segmentation (digit scenes)')
+                accuracy='Accuracy: detection and segmentation (digit scenes)',
+                floor='Synthesis floor ratio (issue #12 item 4)')
 MODULES = dict(synthesis='synthesis_speed', qat='qat_cost', deploy='deploy',
-               accuracy='accuracy_dense')
+               accuracy='accuracy_dense', floor='synthesis_floor')
 PLOTS = dict(synthesis='benchmark_synthesis.png', qat='benchmark_qat.png',
              deploy='benchmark_deploy.png', accuracy='benchmark_accuracy.png')
 ALL = ('synthesis', 'qat', 'deploy')
@@ -73,6 +78,12 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, default=None,
                         help='batch size (synthesis 8, qat 16; deploy always 1)')
     parser.add_argument('--iters', type=int, default=20, help='synthesis iterations')
+    floor = parser.add_argument_group('floor')
+    floor.add_argument('--models', default='224', choices=['224', 'deit', 'swin', 'tiny'],
+                       help='DeiT-T and Swin-T at 224 px (or one of them), or the tiny '
+                       '64-px models')
+    floor.add_argument('--floor-iters', type=int, default=2,
+                       help='iterations per timed call (default 2)')
     parser.add_argument('--before', default='benchmarks/synthesizer_first.py',
                         help='synthesis: also time this synthesizer.py (path or REV:path; '
                         'default: our first version; "" to leave it out)')
@@ -95,10 +106,12 @@ def _run(what, args, command):
     kwargs = dict(repeats=args.repeats) if args.repeats else {}
     if args.batch and what != 'deploy':
         kwargs['batch'] = args.batch
-    if what in ('synthesis', 'qat'):
+    if what in ('synthesis', 'qat', 'floor'):
         kwargs['device'] = args.device
     if what == 'synthesis':
         kwargs.update(iters=args.iters, before=args.before)
+    if what == 'floor':
+        kwargs.update(models=args.models, iters=args.floor_iters)
     if what == 'deploy':
         kwargs['threads'] = args.threads
     if what == 'accuracy':
@@ -131,8 +144,9 @@ def _run(what, args, command):
     if args.no_write:
         print(f'## {SECTIONS[what]}\n\n{body}')
         return res
-    module.plot(res, osp.join(ROOT, 'docs', PLOTS[what]))
-    body += f'\n![{SECTIONS[what]}]({PLOTS[what]})\n'
+    if what in PLOTS:
+        module.plot(res, osp.join(ROOT, 'docs', PLOTS[what]))
+        body += f'\n![{SECTIONS[what]}]({PLOTS[what]})\n'
     common.write_section(SECTIONS[what], body)
     print(f'## {SECTIONS[what]}\n\n{body}')
     return res

@@ -69,6 +69,23 @@ def test_matches_naive_loop(has_cls_token, shape, grid):
     torch.testing.assert_close(loss, expected)
 
 
+@pytest.mark.parametrize('has_cls_token', [True, False])
+def test_gradient_matches_the_naive_loop_with_ties(has_cls_token):
+    # the hand-written backward (losses/_functional/_head_stats.py) against autograd
+    # through the normalised maps; tied minima / maxima share their gradient evenly
+    torch.manual_seed(2)
+    layers = [torch.randn(2, 3, 5, 5, dtype=torch.float64) for _ in range(2)]
+    layers[0][0, 0, 1, 2:4] = 9.0  # a row with its maximum twice
+    layers[0][1, 2, 3, :] = 0.5  # a constant row: every entry is min and max
+    layers[1][1, 1, 2, 1::2] = -9.0  # a row with its minimum twice (or three times)
+    layers = [t.requires_grad_(True) for t in layers]
+    grads = torch.autograd.grad(inter_head_ssim_loss(
+        layers, has_cls_token=has_cls_token, grid=(1, 5 - has_cls_token)), layers)
+    expected = torch.autograd.grad(naive_inter_head_ssim(layers, has_cls_token), layers)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
 def test_single_tensor_is_one_layer():
     torch.manual_seed(2)
     s = torch.randn(2, 3, 5, 5)

@@ -5,8 +5,9 @@ import torch
 from torch import Tensor
 
 
-def stack_layers(tensors: Tensor | Sequence[Tensor], name: str) -> Tensor:
-    """Stack the per-layer tensors of one group into ``(L, B, H, N, X)``.
+def layer_list(tensors: Tensor | Sequence[Tensor], name: str) -> list[Tensor]:
+    """The per-layer tensors of one group as a list, checked to be ``(B, H, N, X)`` each
+    and equally shaped.
 
     Args:
         tensors (Tensor | Sequence[Tensor]): one ``(B, H, N, X)`` tensor or a
@@ -14,7 +15,7 @@ def stack_layers(tensors: Tensor | Sequence[Tensor], name: str) -> Tensor:
         name (str): argument name used in error messages.
 
     Returns:
-        Tensor: ``(L, B, H, N, X)``.
+        list[Tensor]: the ``L`` layers, not copied.
     """
     layers = [tensors] if isinstance(tensors, Tensor) else list(tensors)
     if not layers:
@@ -25,26 +26,36 @@ def stack_layers(tensors: Tensor | Sequence[Tensor], name: str) -> Tensor:
     if any(s != shapes[0] for s in shapes):
         raise ValueError(f'`{name}` mixes layer shapes {sorted(set(shapes))}: pass one group '
                          'of equally shaped layers per call (see group_records)')
-    return torch.stack(layers)
+    return layers
 
 
-def key_profile(scores: Tensor, has_cls_token: bool) -> Tensor:
+def stack_layers(tensors: Tensor | Sequence[Tensor], name: str) -> Tensor:
+    """Stack the per-layer tensors of one group (see :func:`layer_list`) into
+    ``(L, B, H, N, X)``."""
+    return torch.stack(layer_list(tensors, name))
+
+
+def key_profile(scores: Tensor | Sequence[Tensor], has_cls_token: bool,
+                name: str = 'scores') -> Tensor:
     """Head-averaged attention profile over patch keys, one per layer and image.
 
     With a class token: the class-token query row over the patch keys (keys ``1:``).
-    Without one: the mean over all query rows *(ours)*.
+    Without one: the mean over all query rows *(ours)*. Reduced layer by layer, so the
+    ``(L, B, H, N, Nk)`` stack of the scores is never built (with a class token only
+    row 0 is read).
 
     Args:
-        scores (Tensor): ``(L, B, H, N, Nk)`` raw scores.
+        scores (Tensor | Sequence[Tensor]): ``(B, H, N, Nk)`` raw scores per layer.
         has_cls_token (bool): whether token 0 of queries and keys is a class token.
+        name (str): argument name used in error messages. Defaults to ``'scores'``.
 
     Returns:
         Tensor: ``(L, B, P)``, ``P = Nk - 1`` with a class token, else ``Nk``.
     """
-    s = scores.mean(dim=2)  # (L, B, N, Nk)
+    layers = layer_list(scores, name)
     if has_cls_token:
-        return s[:, :, 0, 1:]
-    return s.mean(dim=2)
+        return torch.stack([s[:, :, 0, 1:].mean(dim=1) for s in layers])
+    return torch.stack([s.mean(dim=1).mean(dim=1) for s in layers])
 
 
 def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._utils import stack_layers
+from ._head_stats import head_row_stats
+from ._utils import layer_list
 
 SSIM_C1 = 0.01**2
 SSIM_C2 = 0.03**2
@@ -66,29 +67,31 @@ def inter_head_ssim_loss(scores: Tensor | Sequence[Tensor], *, has_cls_token: bo
         Tensor: scalar loss in [0, 1]; 0 when all heads have the same attention map,
         and 0 for ``H = 1``.
     """
-    s = stack_layers(scores, 'scores')  # (L, B, H, N, Nk)
-    if has_cls_token:
-        s = s[..., 1:, 1:]
-    num_keys = s.shape[-1]
+    layers = layer_list(scores, 'scores')  # L x (B, H, N, Nk)
+    num_keys = layers[0].shape[-1] - int(has_cls_token)
     h, w = grid
     if h * w != num_keys:
         raise ValueError(f'grid={tuple(grid)} has {h * w} cells but the scores have '
                          f'{num_keys} patch keys (Nk={num_keys + int(has_cls_token)}, '
                          f'has_cls_token={has_cls_token}); pass the (h, w) of the key tokens')
-    x = s.transpose(2, 3)  # (L, B, N', H, P)
-    x = x - x.amin(dim=-1, keepdim=True)
-    x = x / (x.amax(dim=-1, keepdim=True) + _RANGE_EPS)
-    mu = x.mean(dim=-1)  # (L, B, N', H)
-    xc = x - mu.unsqueeze(-1)
-    cov = xc @ xc.transpose(-1, -2) / num_keys  # (L, B, N', H, H)
-    # variances from the diagonal of the same matrix, so that SSIM_ii is exactly 1
-    var = cov.diagonal(dim1=-2, dim2=-1)  # (L, B, N', H)
-    mu_sq = mu * mu
-    mu_i, mu_j = mu.unsqueeze(-1), mu.unsqueeze(-2)  # rows i, columns j of the H×H matrix
-    ssim = ((2 * mu_i * mu_j + SSIM_C1) * (2 * cov + SSIM_C2)) / (
-        (mu_sq.unsqueeze(-1) + mu_sq.unsqueeze(-2) + SSIM_C1) *
-        (var.unsqueeze(-1) + var.unsqueeze(-2) + SSIM_C2))  # (L, B, N', H, H)
-    return (1 - ssim.pow(2)).mean()
+    ssim = []
+    for s in layers:
+        if has_cls_token:
+            s = s[..., 1:, 1:]
+        # statistics of the raw rows give those of the min-max normalised maps
+        # x = (s - lo) / d (see _head_stats), without building x
+        lo, hi, mean, cov = head_row_stats(s)  # (B, H, N'), (B, N', H, H)
+        d = ((hi - lo) + _RANGE_EPS).transpose(1, 2)  # (B, N', H)
+        mu = (mean - lo).transpose(1, 2) / d
+        cov = cov / (d.unsqueeze(-1) * d.unsqueeze(-2))
+        # variances from the diagonal of the same matrix, so that SSIM_ii is exactly 1
+        var = cov.diagonal(dim1=-2, dim2=-1)  # (B, N', H)
+        mu_sq = mu * mu
+        mu_i, mu_j = mu.unsqueeze(-1), mu.unsqueeze(-2)  # rows i, columns j of H×H
+        ssim.append(((2 * mu_i * mu_j + SSIM_C1) * (2 * cov + SSIM_C2)) / (
+            (mu_sq.unsqueeze(-1) + mu_sq.unsqueeze(-2) + SSIM_C1) *
+            (var.unsqueeze(-1) + var.unsqueeze(-2) + SSIM_C2)))  # (B, N', H, H)
+    return (1 - torch.stack(ssim).pow(2)).mean()
 
 
 def patch_similarity_entropy(scores: Tensor | Sequence[Tensor], *, has_cls_token: bool,
@@ -124,15 +127,17 @@ def patch_similarity_entropy(scores: Tensor | Sequence[Tensor], *, has_cls_token
     """
     if num_rows < 1:
         raise ValueError(f'num_rows must be >= 1, got {num_rows}')
-    s = stack_layers(scores, 'scores').mean(dim=2)  # (L, B, N, Nk)
+    layers = layer_list(scores, 'scores')  # L x (B, H, N, Nk)
     if has_cls_token:
-        s = s[:, :, 1:, 1:]
-    num_layers, batch, n, num_keys = s.shape
-    if n > num_rows:
-        device = generator.device if generator is not None else s.device
-        keys = torch.rand(num_layers, batch, n, generator=generator, device=device)
-        idx = keys.argsort(dim=-1)[..., :num_rows].to(s.device)  # (L, B, r)
-        s = s.gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, num_keys))  # (L, B, r, Nk)
+        layers = [t[:, :, 1:, 1:] for t in layers]
+    batch, heads, n, num_keys = layers[0].shape
+    if n > num_rows:  # draw the rows first, then average only them over the heads
+        device = generator.device if generator is not None else layers[0].device
+        keys = torch.rand(len(layers), batch, n, generator=generator, device=device)
+        idx = keys.argsort(dim=-1)[..., :num_rows].to(layers[0].device)  # (L, B, r)
+        layers = [t.gather(2, i[:, None, :, None].expand(-1, heads, -1, num_keys))
+                  for t, i in zip(layers, idx)]  # L x (B, H, r, Nk)
+    s = torch.stack([t.mean(dim=1) for t in layers])  # (L, B, r, Nk)
     v = F.normalize(s, p=2, dim=-1, eps=_NORM_EPS)
     sims = v @ v.transpose(-1, -2)  # (L, B, r, r)
     var = sims.flatten(2).var(dim=-1, unbiased=False)  # (L, B)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._utils import check_same_shape, key_profile, stack_layers
+from ._utils import check_same_shape, key_profile
 
 
 MASK_MODES = ('informative', 'random')
@@ -69,7 +69,7 @@ def informative_region_mask(scores: Tensor | Sequence[Tensor], *, ratio: float,
     if not 0 <= drop < 1:
         raise ValueError(f'drop must be in [0, 1), got {drop}')
     with torch.no_grad():
-        importance = key_profile(stack_layers(scores, 'scores'), has_cls_token).mean(0)
+        importance = key_profile(scores, has_cls_token).mean(0)
         batch, num_keys = importance.shape  # (B, P)
         k = min(num_keys, max(1, int(ratio * num_keys)))  # floor, as the authors
         keep = max(1, int(round(k * (1 - drop))))
@@ -114,8 +114,8 @@ def masked_attention_difference(scores_fp: Tensor | Sequence[Tensor],
     Returns:
         Tensor: scalar loss.
     """
-    s_fp = key_profile(stack_layers(scores_fp, 'scores_fp'), has_cls_token)  # (L, B, P)
-    s_q = key_profile(stack_layers(scores_q, 'scores_q'), has_cls_token)
+    s_fp = key_profile(scores_fp, has_cls_token, 'scores_fp')  # (L, B, P)
+    s_q = key_profile(scores_q, has_cls_token, 'scores_q')
     check_same_shape(s_fp, s_q, 'scores_fp', 'scores_q')
     if tuple(mask.shape) != tuple(s_fp.shape[1:]):
         raise ValueError(f'mask has shape {tuple(mask.shape)} but the scores give '
