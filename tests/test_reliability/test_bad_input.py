@@ -13,7 +13,7 @@ from mmengine.registry import MODELS, DefaultScope
 from torch import nn
 
 import maskaq_plugin  # noqa: F401  (registers the plugin)
-from maskaq_plugin.engine.hooks import round_progress
+from maskaq_plugin.synthesis import round_progress
 from maskaq_plugin.models.architecture import load_state_dict_strict
 from maskaq_plugin.quant import (InputSizeError, NothingToQuantizeError,
                                  QuantizationTraceError, QuantScheme, quantize_model,

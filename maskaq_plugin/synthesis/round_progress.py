@@ -24,7 +24,7 @@ from typing import Iterable, List, Optional, Tuple
 
 import torch
 
-from ...synthesis.bank import MANIFEST, SampleBank, atomic_write_bytes
+from .bank import MANIFEST, SampleBank, atomic_write_bytes
 
 # shard_r<rank>_<i>.pt, progress_r<rank>.json and their temporary files (.<name>.*.tmp)
 _RANK_FILE = re.compile(r'^\.?(?:shard|progress)_r(\d+)[_.]')
