@@ -10,19 +10,16 @@ everything the images depend on: how many bootstrap images, the calibration set,
 split of a round into shards (one synthesis batch each) over ranks, and the seeds.
 
 Seeds (:mod:`maskaq_plugin.utils.seeding`): the bootstrap is seeded with
-``(seed, BOOTSTRAP_TAG)``, shard ``index`` of rank ``r`` in round ``k`` with
-``(seed, k, r * SHARD_STRIDE + index)``; the synthesizer then adds the rank and the batch.
-
-With a :class:`~maskaq_plugin.synthesis.SampleBank` every shard is written atomically,
-the round is committed with a manifest, older rounds are pruned, and each rank records
-its finished shards (:mod:`.round_progress`): a rerun after a kill reuses them when the
-student is bit-identical, so round 0 loses only the shard in flight. Without a bank
-(the Python API) a round's images are returned. The service imports no MMEngine runner
-or hook: it takes plain callables and objects.
+``(seed, BOOTSTRAP_TAG)``, each shard by :func:`~.shards.shard_seed`. With a
+:class:`~maskaq_plugin.synthesis.SampleBank` shards are written atomically, a round is
+committed with a manifest, older rounds are pruned, and a rerun after a kill reuses the
+shards each rank finished (:class:`~.shards.RoundProgress`) when the student is
+bit-identical. Without a bank (the Python API) a round's images are returned. No MMEngine
+runner or hook is imported: the service takes plain callables and objects.
 """
 import logging
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -32,47 +29,11 @@ from torch import Tensor, nn
 
 from ..utils.seeding import derive_seed
 from .bank import SampleBank
-from .round_progress import RoundProgress, state_key
+from .shards import Job, RoundProgress, plain_targets, shard_jobs, shard_seed, state_key
 from .synthesizer import SynthesisResult
 
 BOOTSTRAP_TAG = 0xB007
-SHARD_STRIDE = 100003  # > shards per rank: (k, rank, index) -> distinct tags
 SYNTHESIS_KEYS = ('method', 'iters', 'lr', 'loss_weights', 'max_retries', 'mask_mode')
-Job = Tuple[int, int, int]  # (rank that owns the shard, shard index, images)
-
-
-def plain_targets(task: str, targets: list) -> list:
-    """Prior targets -> plain per-image values for a shard (``weights_only`` safe)."""
-    if task == 'det':
-        return [dict(bboxes=t.gt_instances.bboxes.detach().cpu().float(),
-                     labels=t.gt_instances.labels.detach().cpu().long()) for t in targets]
-    if task == 'seg':
-        return [t.gt_sem_seg.data[0].detach().cpu().to(torch.uint8 if int(
-            t.gt_sem_seg.data.max()) < 256 else torch.int32) for t in targets]
-    return [int(t) for t in targets]
-
-
-def shard_seed(seed: int, k: int, rank: int, index: int) -> int:
-    """Seed of shard ``index`` of ``rank`` in round ``k``.
-
-    Examples:
-        >>> shard_seed(5, 2, 1, 3) == derive_seed(5, 2, 100006)
-        True
-    """
-    return derive_seed(seed, k, rank * SHARD_STRIDE + index)
-
-
-def shard_jobs(num_samples: int, batch_size: int, rank: int, world: int) -> List[Job]:
-    """This rank's shards of a round: ``num_samples`` split over ``world`` ranks (the
-    first ``num_samples % world`` ranks take one more), then into batches.
-
-    Examples:
-        >>> shard_jobs(5, 2, rank=0, world=2), shard_jobs(5, 2, rank=1, world=2)
-        ([(0, 0, 2), (0, 1, 1)], [(1, 0, 2)])
-    """
-    count = num_samples // world + int(rank < num_samples % world)
-    return [(rank, i, min(batch_size, count - i * batch_size))
-            for i in range((count + batch_size - 1) // batch_size)]
 
 
 def check_synthesis(synthesis: Optional[dict]) -> dict:
@@ -83,10 +44,6 @@ def check_synthesis(synthesis: Optional[dict]) -> dict:
         raise ValueError(f'unknown synthesis keys {sorted(unknown)}; known: '
                          f'{", ".join(SYNTHESIS_KEYS)}')
     return synthesis
-
-
-def _default_log(msg: str, level: int = logging.INFO) -> None:
-    print_log(msg, logger='current', level=level)
 
 
 class RoundService:
@@ -116,8 +73,7 @@ class RoundService:
             state dict is hashed into the resume key). Defaults to None (no resume).
         identity (dict, optional): Plain-typed settings added to the resume key.
         manifest (dict, optional): Plain-typed entries of every manifest.
-        device (torch.device, optional): Where calibration batches go. Defaults to None
-            (CPU).
+        device (torch.device, optional): Of the calibration batches. Defaults to CPU.
         rank (int, optional), world (int, optional): Defaults to None
             (``mmengine.dist.get_dist_info()``).
         progress (bool): Progress bars. Defaults to False.
@@ -151,7 +107,8 @@ class RoundService:
         self.rank = dist_rank if rank is None else rank
         self.world = dist_world if world is None else world
         self.progress = progress
-        self.log, self.scalars = log or _default_log, scalars
+        self.log = log or (lambda msg, level: print_log(msg, logger='current', level=level))
+        self.scalars = scalars
         self.round: Optional[int] = None  # the round written (or returned) last
         self.label = 'sample bank round' if bank is not None else 'synthesis round'
 
@@ -159,11 +116,8 @@ class RoundService:
     def for_algorithm(cls, algo, bank: SampleBank, *, num_samples: int,
                       batch_size: int = 16, seed: int = 0,
                       synthesis: Optional[dict] = None, **kwargs) -> 'RoundService':
-        """The service of a ``MaskAQAlgorithm`` (teacher, student, prior, bank identity).
-
-        ``kwargs``: the other arguments of :class:`RoundService` (``bootstrap_iters``,
-        ``bootstrap_samples``, ``keep_rounds``, ``progress``, ``log``, ``scalars``, ...).
-        """
+        """The service of a ``MaskAQAlgorithm`` (its synthesizer, calibration, task and
+        bank identity); ``kwargs``: other :class:`RoundService` arguments."""
         scheme = algo.scheme.to_dict()
         return cls(algo.build_synthesizer, algo.calibrate_student_, num_samples=num_samples,
                    batch_size=batch_size, task=algo.task, seed=seed, synthesis=synthesis,

@@ -3,9 +3,10 @@ import doctest
 
 import torch
 
-from maskaq_plugin.synthesis import rounds
+from maskaq_plugin.synthesis import shards
 from maskaq_plugin.synthesis.bank import SampleBank
-from maskaq_plugin.synthesis.rounds import BOOTSTRAP_TAG, RoundService, shard_seed
+from maskaq_plugin.synthesis.rounds import BOOTSTRAP_TAG, RoundService
+from maskaq_plugin.synthesis.shards import shard_seed
 from maskaq_plugin.synthesis.synthesizer import SynthesisResult
 from maskaq_plugin.utils.seeding import derive_seed
 
@@ -37,8 +38,8 @@ def _service(calls, calibrated, **kwargs):
 
 
 def test_docstring_examples_run():
-    result = doctest.testmod(rounds)
-    assert result.attempted >= 2 and result.failed == 0
+    result = doctest.testmod(shards)
+    assert result.attempted >= 3 and result.failed == 0
 
 
 def test_memory_rounds_seeds_and_calibration():

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from maskaq_plugin.synthesis.rounds import BOOTSTRAP_TAG, shard_seed
+from maskaq_plugin.synthesis.rounds import BOOTSTRAP_TAG
+from maskaq_plugin.synthesis.shards import shard_seed
 from maskaq_plugin.synthesis.synthesizer import batch_seed
 from maskaq_plugin.utils import seeding
 from maskaq_plugin.utils.seeding import derive_seed, derive_words
