@@ -2,15 +2,16 @@
 
 Qian et al., "Selective Coupling of Decoupled Informative Regions: Masked Attention
 Alignment for Data-Free Quantization of Vision Transformers", ICML 2026. The two stages
-of docs/method.md run back to back on the model's device: synthesis (Stage 1,
-:class:`~maskaq_plugin.synthesis.Synthesizer`) and QAT (Stage 2, :mod:`maskaq_plugin.qat`),
+of docs/method.md run back to back on the model's device: synthesis (Stage 1, the rounds
+of :class:`~maskaq_plugin.synthesis.rounds.RoundService` that ``SampleRefreshHook`` runs
+too) and QAT (Stage 2, :mod:`maskaq_plugin.qat`),
 with the synthetic set refreshed against the current student every ``refresh_every``
 epochs (MaskAQ only).
 """
 import copy
 import logging
 import numbers
-import time
+from functools import partial
 from typing import Optional, Sequence
 
 import torch
@@ -22,7 +23,7 @@ from .losses.defaults import MSSIM_WEIGHT, W_HIGH, W_LOW
 from .losses.functional import check_mask_mode
 from .qat import RefreshSchedule, run_classification_qat
 from .synthesis import METHOD_TERMS, ClassificationPrior, Synthesizer
-from .utils.seeding import derive_seed
+from .synthesis.rounds import RoundService
 
 DEFAULT_LR = 1e-3
 # Stage 2 loss per method (docs/method.md): KD + λ·L_mssim, masked (MaskAQ) or not (MimiQ).
@@ -113,6 +114,9 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     the docs/method.md augmentations) with ``T²·KL`` (T = 5) plus, for MaskAQ, 10·``L_mssim``
     with masked weights, for MimiQ with uniform weights; PSAQ-ViT and noise use KD only.
     MaskAQ regenerates the set with the current Q before every ``refresh_every``-th epoch.
+    The rounds run through :class:`~maskaq_plugin.synthesis.rounds.RoundService`, as in
+    ``tools/train.py``: one shard per ``batch_size`` images, the same seeds, so an
+    equivalent config (``bootstrap_samples=num_samples``) gives the same round 0.
     Q trains with its modules in eval mode (no dropout / stochastic depth; see
     :func:`~maskaq_plugin.qat.run_classification_qat`).
 
@@ -203,33 +207,29 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     finally:
         nncf_logger.setLevel(nncf_level)
     teacher.requires_grad_(False)  # F stays frozen
-    # 3. round 0: bootstrap synthesis, calibration, (MaskAQ) synthesis with Q in the loop
-    common = dict(prior=ClassificationPrior(num_classes), input_size=input_size, mean=mean,
-                  std=std, method=method, iters=synthesis_iters, progress=progress,
-                  **(synthesis or {}))
 
-    def synthesize(round_idx: int, with_student: bool) -> torch.Tensor:
-        start = time.time()
-        syn = Synthesizer(teacher, student=student if with_student else None, **common)
-        res = syn.synthesize(num_samples, batch_size, seed=derive_seed(seed, round_idx))
-        losses = ', '.join(f'{k}={v:.4g}' for k, v in res.losses.items())
-        log(f'synthesis round {round_idx} ({"with" if with_student else "without"} Q): '
-            f'{num_samples} images in {time.time() - start:.1f}s {losses}')
-        return res.images
+    # 3. round 0 (the round service, as in the OpenMMLab hook): bootstrap synthesis
+    # without Q on num_samples images, calibration of Q on them, then (MaskAQ) round 0
+    # with Q in the loop; the baselines train on the bootstrap images
+    def build(with_student: bool, **options) -> Synthesizer:
+        return Synthesizer(teacher, prior=ClassificationPrior(num_classes),
+                           input_size=input_size, mean=mean, std=std,
+                           student=student if with_student else None, **options)
 
-    images = synthesize(0, with_student=False)
-    calibrate_ranges_(student, [b.to(device) for b in images.split(batch_size)],
-                      subset_size=num_samples)
-    round_idx = 1
+    rounds = RoundService(
+        build, partial(calibrate_ranges_, student), num_samples=num_samples,
+        batch_size=batch_size, seed=seed, bootstrap_samples=num_samples,
+        synthesis=dict(synthesis or {}, method=method, iters=synthesis_iters),
+        device=device, rank=0, world=1, progress=progress,
+        log=lambda msg, level: log(msg))
+    images = rounds.bootstrap().images
     if method == 'maskaq':
-        images = synthesize(round_idx, with_student=True)
-        round_idx += 1
+        images = rounds.run_round(0)
     # 4. QAT on the synthetic set, refreshed (MaskAQ) every `refresh_every` epochs
-    rounds = iter(range(round_idx, 10**9))
     run_classification_qat(
         teacher, student, images, mean=mean, std=std, epochs=epochs, batch_size=batch_size,
         lr=DEFAULT_LR if lr is None else lr, seed=seed,
         loss_kwargs=dict(QAT_LOSS[method], **(qat_loss or {})),
         refresh=RefreshSchedule(refresh_every, epochs),
-        regenerate=lambda epoch: synthesize(next(rounds), with_student=True), log=log)
+        regenerate=lambda epoch: rounds.refresh(), log=log)
     return student.eval()

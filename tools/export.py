@@ -1,7 +1,7 @@
 """Export a MaskAQ checkpoint: quantized student checkpoint, ONNX and OpenVINO IR.
 
 Writes what ``MaskAQExportHook`` writes after training (see
-``maskaq_plugin/engine/hooks/export_hook.py``): ``quantized_student.pth``,
+``maskaq_plugin/models/export.py``): ``quantized_student.pth``,
 ``backbone.onnx``, ``backbone.xml``/``.bin`` and, where the host model traces,
 ``model.onnx`` / ``model.xml``. The OpenVINO IR is checked against the torch student; it
 stores a W4 student's weights as 4-bit ``i4`` codes (``i8`` at W8).
@@ -26,7 +26,7 @@ from mmengine.runner import load_checkpoint
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 import maskaq_plugin  # noqa: E402,F401  (registers components and safe checkpoint globals)
-from maskaq_plugin.engine.hooks.export_hook import FORMATS, export_quantized  # noqa: E402
+from maskaq_plugin.models.export import FORMATS, export_quantized  # noqa: E402
 from maskaq_plugin.utils import load_config  # noqa: E402
 
 

@@ -1,8 +1,9 @@
 """Synthesize a MaskAQ sample bank without training, and preview it.
 
-Builds the MaskAQ model of a config, runs what ``SampleRefreshHook`` does before training
-(round 0: bootstrap synthesis, calibration of the student's ranges, synthesis with the
-student in the loop) and saves the bank under ``OUT/sample_bank`` and PNG previews under
+Builds the MaskAQ model of a config and runs, with its ``SampleRefreshHook`` options, the
+round service that the hook runs before training (``maskaq_plugin.synthesis.rounds``;
+round 0: bootstrap synthesis, calibration of the student's ranges, synthesis with the
+student in the loop), saving the bank under ``OUT/sample_bank`` and PNG previews under
 ``OUT/previews``: each image beside a copy with F's informative region (the top 10 % of
 patch keys by attention, the mask MaskAQ uses at the end of synthesis) tinted red, and,
 for detection, the prior's random boxes. With ``--checkpoint`` (a checkpoint of a MaskAQ
@@ -32,8 +33,10 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 import maskaq_plugin  # noqa: E402,F401  (registers components and safe checkpoint globals)
 from maskaq_plugin.attention import AttentionRecorder  # noqa: E402
 from maskaq_plugin.engine.hooks import SampleRefreshHook  # noqa: E402
+from maskaq_plugin.engine.hooks.sample_refresh_hook import META_KEY  # noqa: E402
 from maskaq_plugin.losses.functional import informative_region_mask  # noqa: E402
 from maskaq_plugin.synthesis.bank import SampleBank  # noqa: E402
+from maskaq_plugin.synthesis.rounds import RoundService  # noqa: E402
 from maskaq_plugin.utils import (add_device_argument, device_or_exit, load_config,  # noqa: E402
                                  use_runner_device)
 
@@ -156,17 +159,25 @@ def synthesize_round(args, device):
     cfg.resume, cfg.load_from = False, None
 
     use_runner_device(cfg, device)
-    runner = Runner.from_cfg(cfg)
+    runner = Runner.from_cfg(cfg)  # builds the model (and the hook, validating its options)
     hook = next(h for h in runner.hooks if isinstance(h, SampleRefreshHook))
     algo = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    hook.before_run(runner)
+    options = dict(hook.options, num_samples=hook.options['num_samples']
+                   or cfg.train_dataloader.dataset.num_samples)
+    rounds = RoundService.for_algorithm(
+        algo, SampleBank(bank_dir, fingerprint=algo.fingerprint()),
+        seed=int(hook.seed if hook.seed is not None else runner.seed or 0),
+        log=lambda msg, level: runner.logger.log(level, msg), **options)
+    meta = None
     if args.checkpoint:  # the round recorded in the run, against its trained student
         checkpoint = runner.load_checkpoint(args.checkpoint, map_location='cpu')
-        hook.after_load_checkpoint(runner, checkpoint)
-    hook.before_train(runner)
-    k = hook.refresh_round
-    runner.logger.info(f'sample bank round {k} written to {bank_dir}')
-    return algo, runner, bank_dir, k
+        meta = checkpoint.get('meta', {}).get(META_KEY)
+    if meta is not None:
+        rounds.resume(int(meta['refresh_round']), meta.get('manifest_sha256'))
+    else:
+        rounds.start()
+    runner.logger.info(f'sample bank round {rounds.round} written to {bank_dir}')
+    return algo, runner, bank_dir, rounds.round
 
 
 def main(argv=None):

@@ -3,21 +3,22 @@
 A derived seed is a hash of ``(seed, *tags)`` through :class:`numpy.random.SeedSequence`,
 so that different uses of one user seed (a synthesis round, a batch, a shard, the QAT
 shuffle) draw independent streams, and the same ``(seed, *tags)`` gives the same stream on
-every machine. The tags each place uses today:
+every machine. The tags each place uses:
 
-- :func:`maskaq_plugin.quantize_data_free`, synthesis round ``r``: ``(seed, r)``;
-- :class:`~maskaq_plugin.engine.SampleRefreshHook`, bootstrap round: ``(seed, 0xB007)``;
-  shard ``index`` of round ``k``: ``(seed, k, index)``;
+- :class:`~maskaq_plugin.synthesis.rounds.RoundService` (Stage 1 of both entry points,
+  :func:`maskaq_plugin.quantize_data_free` and ``SampleRefreshHook``): the bootstrap
+  synthesis ``(seed, 0xB007)``; shard ``index`` of rank ``r`` in round ``k``
+  ``(seed, k, r * 100003 + index)`` (one synthesis batch per shard);
 - :class:`~maskaq_plugin.synthesis.Synthesizer`, batch ``b`` (63 bits):
   ``(seed, rank, b, attempt)``;
 - :func:`~maskaq_plugin.qat.run_classification_qat`, shuffle and augmentation
   generators (two words): ``(seed, 10**6)``.
 
-Note: the round-0 images of the two entry points differ for one ``seed``: the API seeds
-its round 0 with ``(seed, 0)``, the hook its bootstrap with ``(seed, 0xB007)``. Issue #11
-will make the two entry points share one round service; until then both tags stay as they
-are, since changing either changes the images (``tests/test_utils/test_seeding.py`` pins
-the values).
+So the two entry points synthesise the same round-0 images for one ``seed`` when they
+split a round the same way (``tests/test_api/test_same_round0.py``). Before the round
+service (issue #11) the API seeded its round ``r`` (bootstrap ``r = 0``) with
+``(seed, r)`` and synthesised a round in one call; it now uses the hook's scheme above,
+so its images for a given seed changed once.
 """
 from typing import Tuple
 

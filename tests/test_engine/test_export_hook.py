@@ -10,7 +10,7 @@ from mmengine.registry import HOOKS, MODELS
 
 import maskaq_plugin  # noqa: F401
 from maskaq_plugin.engine.hooks import MaskAQExportHook
-from maskaq_plugin.engine.hooks.export_hook import load_quantized_student
+from maskaq_plugin.models.export import load_quantized_student
 from maskaq_plugin.quant.export import compile_openvino, relative_error
 
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'test_models'))
@@ -67,7 +67,7 @@ def test_quantized_student_checkpoint_rebuilds_the_student(upernet_export):
 
 def test_classifier_with_quantized_head_round_trips(tmp_path):
     """A classifier's quantized head (its layers' quantizers) is rebuilt from the file."""
-    from maskaq_plugin.engine.hooks.export_hook import export_quantized
+    from maskaq_plugin.models.export import export_quantized
     from maskaq_plugin.quant import quantizer_info
     algo = _algo(tiny_archs.deit_tiny_cls, a_bits=4)
     assert algo.quantize_head

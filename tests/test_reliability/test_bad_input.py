@@ -13,7 +13,7 @@ from mmengine.registry import MODELS, DefaultScope
 from torch import nn
 
 import maskaq_plugin  # noqa: F401  (registers the plugin)
-from maskaq_plugin.engine.hooks import round_progress
+from maskaq_plugin.synthesis import shards
 from maskaq_plugin.models.architecture import load_state_dict_strict
 from maskaq_plugin.quant import (InputSizeError, NothingToQuantizeError,
                                  QuantizationTraceError, QuantScheme, quantize_model,
@@ -228,7 +228,7 @@ def test_dist_timeout_must_be_positive_seconds(monkeypatch, timeout):
 
 
 def test_docstring_examples_run():
-    for module in (checkpoint_file, round_progress):
+    for module in (checkpoint_file, shards):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 

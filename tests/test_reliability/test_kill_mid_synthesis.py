@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from maskaq_plugin.engine.hooks.round_progress import RoundProgress, state_key
+from maskaq_plugin.synthesis.shards import RoundProgress, state_key
 from maskaq_plugin.synthesis.bank import SampleBank
 from run_helpers import need_teacher, sha256, start, tiny_config, train
 

@@ -204,7 +204,7 @@ def test_getattr_stand_in_only_resolves_history_buffer_statistics():
 
 
 def test_crafted_files_are_refused_by_the_plugin_loaders(tmp_path):
-    from maskaq_plugin.engine.hooks.export_hook import load_quantized_student
+    from maskaq_plugin.models.export import load_quantized_student
     from maskaq_plugin.models.architecture import load_state_dict_strict
     from maskaq_plugin.synthesis.bank import SampleBank
     marker = tmp_path / 'PWNED'

@@ -6,11 +6,11 @@ changes which images every entry point synthesizes.
 """
 import doctest
 import sys
-from types import SimpleNamespace
 
 import pytest
 
-from maskaq_plugin.engine.hooks.sample_refresh_hook import SampleRefreshHook
+from maskaq_plugin.synthesis.rounds import BOOTSTRAP_TAG
+from maskaq_plugin.synthesis.shards import shard_seed
 from maskaq_plugin.synthesis.synthesizer import batch_seed
 from maskaq_plugin.utils import seeding
 from maskaq_plugin.utils.seeding import derive_seed, derive_words
@@ -46,10 +46,12 @@ def test_docstring_examples():
     assert doctest.testmod(seeding).failed == 0
 
 
-def test_hook_shard_seeds():
-    for seed, k, index in [(0, 0, 0), (5, 2, 100006)]:
-        hook = SimpleNamespace(seed=seed)
-        assert SampleRefreshHook._shard_seed(hook, k, index) == WORD[(seed, k, index)]
+def test_round_service_seeds():
+    """Shard ``index`` of rank ``r``, round ``k``: ``(seed, k, r * 100003 + index)``."""
+    for seed, k, rank, index in [(0, 0, 0, 0), (5, 2, 1, 3)]:
+        assert shard_seed(seed, k, rank, index) == WORD[(seed, k, rank * 100003 + index)]
+    for seed in (0, 42):
+        assert derive_seed(seed, BOOTSTRAP_TAG) == WORD[(seed, 0xB007)]
 
 
 def test_synthesizer_batch_seeds():

@@ -1,4 +1,9 @@
-"""Per-rank progress of an unfinished sample-bank round, so a killed run loses one shard.
+"""The shards of a synthesis round: which ones a rank makes, their seeds and targets,
+and which ones it already finished (kept across a kill).
+
+A round of ``num_samples`` images is split over ranks and into shards of one synthesis
+batch each (:func:`shard_jobs`); shard ``index`` of rank ``r`` in round ``k`` is seeded
+with ``(seed, k, r * SHARD_STRIDE + index)`` (:func:`shard_seed`).
 
 :class:`~maskaq_plugin.synthesis.SampleBank` trusts a round only once its manifest is
 written, after the last shard. :class:`RoundProgress` adds, next to the shards, a small
@@ -24,11 +29,48 @@ from typing import Iterable, List, Optional, Tuple
 
 import torch
 
-from ...synthesis.bank import MANIFEST, SampleBank, atomic_write_bytes
+from ..utils.seeding import derive_seed
+from .bank import MANIFEST, SampleBank, atomic_write_bytes
 
+SHARD_STRIDE = 100003  # > shards per rank: (k, rank, index) -> distinct tags
+Job = Tuple[int, int, int]  # (rank that owns the shard, shard index, images)
 # shard_r<rank>_<i>.pt, progress_r<rank>.json and their temporary files (.<name>.*.tmp)
 _RANK_FILE = re.compile(r'^\.?(?:shard|progress)_r(\d+)[_.]')
 _MANIFEST_FILE = re.compile(r'^\.?' + re.escape(MANIFEST))
+
+
+def plain_targets(task: str, targets: list) -> list:
+    """Prior targets -> plain per-image values for a shard (``weights_only`` safe)."""
+    if task == 'det':
+        return [dict(bboxes=t.gt_instances.bboxes.detach().cpu().float(),
+                     labels=t.gt_instances.labels.detach().cpu().long()) for t in targets]
+    if task == 'seg':
+        return [t.gt_sem_seg.data[0].detach().cpu().to(torch.uint8 if int(
+            t.gt_sem_seg.data.max()) < 256 else torch.int32) for t in targets]
+    return [int(t) for t in targets]
+
+
+def shard_seed(seed: int, k: int, rank: int, index: int) -> int:
+    """Seed of shard ``index`` of ``rank`` in round ``k``.
+
+    Examples:
+        >>> shard_seed(5, 2, 1, 3) == derive_seed(5, 2, 100006)
+        True
+    """
+    return derive_seed(seed, k, rank * SHARD_STRIDE + index)
+
+
+def shard_jobs(num_samples: int, batch_size: int, rank: int, world: int) -> List[Job]:
+    """This rank's shards of a round: ``num_samples`` split over ``world`` ranks (the
+    first ``num_samples % world`` ranks take one more), then into batches.
+
+    Examples:
+        >>> shard_jobs(5, 2, rank=0, world=2), shard_jobs(5, 2, rank=1, world=2)
+        ([(0, 0, 2), (0, 1, 1)], [(1, 0, 2)])
+    """
+    count = num_samples // world + int(rank < num_samples % world)
+    return [(rank, i, min(batch_size, count - i * batch_size))
+            for i in range((count + batch_size - 1) // batch_size)]
 
 
 def state_key(model: torch.nn.Module, **settings) -> str:

@@ -1,0 +1,97 @@
+"""One Stage 1: ``quantize_data_free`` and ``tools/train.py`` synthesise the same round 0.
+
+Both entry points run :class:`~maskaq_plugin.synthesis.rounds.RoundService`: on the same
+FP classifier (a tiny mmpretrain ViT), seed and split of the round (num_samples,
+batch_size, bootstrap on every round-0 image), the round-0 images the API trains on are
+bitwise those that the Runner's ``SampleRefreshHook`` writes to the bank.
+"""
+import copy
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+import maskaq_plugin.api as api
+from maskaq_plugin import quantize_data_free
+from maskaq_plugin.models.architecture import preprocessor_norm
+from maskaq_plugin.synthesis.bank import SampleBank
+
+TESTS = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, TESTS)
+sys.path.insert(0, osp.join(TESTS, 'test_models'))
+import tiny_archs  # noqa: E402
+from tools_loader import load_tool  # noqa: E402
+
+pytest.importorskip('mmpretrain')
+
+SEED, NUM, BATCH, ITERS, IMG = 3, 4, 2, 2, (3, 64, 64)
+
+
+class _Logits(torch.nn.Module):
+    """The classifier's ``mode='tensor'`` forward (backbone, head: the same modules and
+    ops), with the backbone's forward called as a method.
+
+    ``quantize_data_free`` cannot quantize a whole mmpretrain ``ImageClassifier``: NNCF's
+    scopes drop the backbone's ``layers.<i>``, and the attention preflight
+    (``maskaq_plugin.quant.placement.find_hidden_attention``) then finds no matmul in
+    ``backbone.layers.<i>.attn``. Called as a method, the backbone is not a scope, and
+    its attention scopes (``attn``) match as they do when the backbone alone is quantized.
+    """
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.backbone, self.head = classifier.backbone, classifier.head
+
+    def forward(self, x):
+        return self.head(self.backbone.forward(x))
+
+
+def _config(path, arch, checkpoint, work_dir):
+    hook = dict(type='SampleRefreshHook', interval=0, batch_size=BATCH,
+                bootstrap_samples=NUM, synthesis=dict(method='maskaq', iters=ITERS))
+    cfg = dict(
+        custom_imports=dict(imports=['maskaq_plugin'], allow_failed_imports=False),
+        default_scope='mmpretrain', work_dir=str(work_dir), randomness=dict(seed=SEED),
+        model=dict(type='MaskAQAlgorithm', architecture=arch, teacher_checkpoint=checkpoint,
+                   w_bits=4, a_bits=8, input_size=IMG),
+        train_dataloader=dict(batch_size=BATCH, num_workers=0,
+                              sampler=dict(type='DefaultSampler', shuffle=True),
+                              dataset=dict(type='MaskAQSyntheticDataset', task='cls',
+                                           num_samples=NUM)),
+        train_cfg=dict(by_epoch=True, max_epochs=1),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=1e-3, momentum=0.9)),
+        custom_hooks=[hook], log_level='WARNING')
+    with open(path, 'w') as f:
+        f.write('\n'.join(f'{key} = {value!r}' for key, value in cfg.items()) + '\n')
+    return str(path)
+
+
+def test_api_and_train_tool_synthesise_the_same_round0(tmp_path, monkeypatch):
+    from mmengine.registry import MODELS
+    arch = tiny_archs.deit_tiny_cls().to_dict()
+    torch.manual_seed(0)
+    fp = MODELS.build(copy.deepcopy(arch)).eval()
+    checkpoint = str(tmp_path / 'fp.pth')
+    torch.save(dict(state_dict=fp.state_dict()), checkpoint)
+
+    # tools/train.py: round 0 in the bank (no refresh: interval=0)
+    work = tmp_path / 'work'
+    load_tool('train').main([_config(tmp_path / 'cfg.py', arch, checkpoint, work),
+                             '--device', 'cpu'])
+    bank = SampleBank(str(work / 'sample_bank'))
+    assert bank.rounds() == [0]
+    runner_images = bank.load_round(0)['images']
+
+    # quantize_data_free on the same classifier: the images its QAT receives
+    seen = []
+    monkeypatch.setattr(api, 'run_classification_qat',
+                        lambda teacher, student, images, **kw: seen.append(images))
+    norm = preprocessor_norm(fp.data_preprocessor)  # as the algorithm reads it
+    quantize_data_free(_Logits(fp), input_size=IMG, num_classes=5, w_bits=4, a_bits=8,
+                       mean=[m / 255.0 for m in norm['mean']],
+                       std=[s / 255.0 for s in norm['std']], num_samples=NUM,
+                       synthesis_iters=ITERS, batch_size=BATCH, epochs=1, seed=SEED,
+                       progress=False)
+    assert runner_images.shape == (NUM, *IMG) and len(seen) == 1
+    assert torch.equal(seen[0], runner_images)
