@@ -105,8 +105,10 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     ranges on them and, for MaskAQ, replaces them by a full synthesis with Q in the loop
     (``+ L_mad``); then ``epochs`` of QAT (SGD Nesterov 0.9, cosine to 1 % of ``lr``,
     the docs/method.md augmentations) with ``T²·KL`` (T = 5) plus, for MaskAQ, 10·``L_mssim``
-    with masked weights, for MimiQ with uniform weights; PSAQ-ViT and noise use KD only.
-    MaskAQ regenerates the set with the current Q before every ``refresh_every``-th epoch.
+    with masked weights, for MimiQ with uniform weights; PSAQ-ViT and noise use KD only
+    (the registry-built loss of :class:`~maskaq_plugin.models.MaskAQAlgorithm`). A step
+    with a non-finite loss is skipped; 10 in a row raise
+    :class:`~maskaq_plugin.qat.NonFiniteLossError`. MaskAQ regenerates the set with the current Q before every ``refresh_every``-th epoch.
     Q trains with its modules in eval mode (no dropout / stochastic depth; see
     :func:`~maskaq_plugin.qat.run_classification_qat`).
 

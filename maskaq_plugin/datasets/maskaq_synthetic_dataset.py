@@ -116,8 +116,12 @@ class MaskAQSyntheticDataset(Dataset):
         targets = shard.get('targets')
         target = targets[j] if targets is not None else None
         image, target, flipped = self._augment(image, target, manifest['norm'])
-        return dict(inputs=self._denormalise(image, manifest['norm']),
-                    data_samples=self._data_sample(idx, image.shape[-2:], target, flipped))
+        h, w = (int(v) for v in image.shape[-2:])
+        meta = dict(img_id=idx, img_path=f'synthetic_{idx}', ori_shape=(h, w),
+                    img_shape=(h, w), flip=flipped,
+                    flip_direction='horizontal' if flipped else None)
+        return self.task_spec.pack(self._denormalise(image, manifest['norm']), target, meta,
+                                   self.ignore_index)
 
     # ----------------------------------------------------------------- loading
     def _bank(self) -> SampleBank:
@@ -211,10 +215,3 @@ class MaskAQSyntheticDataset(Dataset):
     def _generator() -> torch.Generator:
         # Seeded from the global RNG, which MMEngine seeds per worker.
         return torch.Generator().manual_seed(int(torch.randint(2**62, (1, ))))
-
-    def _data_sample(self, idx: int, hw, target: Any, flipped: bool):
-        h, w = int(hw[0]), int(hw[1])
-        meta = dict(img_id=idx, img_path=f'synthetic_{idx}', ori_shape=(h, w),
-                    img_shape=(h, w), flip=flipped,
-                    flip_direction='horizontal' if flipped else None)
-        return self.task_spec.data_sample(meta, target, self.ignore_index)

@@ -39,9 +39,17 @@ class Task:
         """The target of the horizontally flipped image (None stays None)."""
         return target
 
-    def data_sample(self, meta: dict, target: Any, ignore_index: int = 255):
-        """The host library's data sample of one image (``meta``: img_id, img_path,
-        ori_shape, img_shape, flip, flip_direction)."""
+    def pack(self, image: Tensor, target: Any, meta: dict, ignore_index: int = 255) -> dict:
+        """One dataset item through the host library's packing transform:
+        ``dict(inputs=(C, H, W) tensor, data_samples=...)``.
+
+        Args:
+            image (Tensor): ``(C, H, W)`` float image (raw pixels).
+            target (Any): The image's plain target (see :meth:`plain_targets`), or None.
+            meta (dict): ``img_id``, ``img_path``, ``ori_shape``, ``img_shape``, ``flip``,
+                ``flip_direction``.
+            ignore_index (int): Label of a missing segmentation map. Defaults to 255.
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:

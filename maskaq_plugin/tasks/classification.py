@@ -1,6 +1,4 @@
 """Classification (mmpretrain): labels as targets, logit KD on the head."""
-from typing import Any
-
 import torch
 
 from .base import Task
@@ -25,9 +23,9 @@ class ClassificationTask(Task):
     def plain_targets(self, targets):
         return [int(t) for t in targets]
 
-    def data_sample(self, meta: dict, target: Any, ignore_index: int = 255):
-        from mmpretrain.structures import DataSample
-        sample = DataSample(metainfo=meta)
+    def pack(self, image, target, meta, ignore_index=255):
+        from mmpretrain.datasets.transforms import PackInputs
+        results = dict(meta, img=image)  # PackInputs keeps a tensor as it is
         if target is not None:
-            sample.set_gt_label(int(target))
-        return sample
+            results['gt_label'] = int(target)
+        return PackInputs(meta_keys=tuple(meta)).transform(results)

@@ -1,6 +1,7 @@
 """Detection (mmdet): random boxes as targets, KD of the detector's heads."""
 from typing import Any
 
+import numpy as np
 import torch
 
 from .base import Task
@@ -27,13 +28,11 @@ class DetectionTask(Task):
         from mmdet.structures.bbox import bbox_flip
         return dict(target, bboxes=bbox_flip(target['bboxes'], (1, width), 'horizontal'))
 
-    def data_sample(self, meta: dict, target: Any, ignore_index: int = 255):
-        from mmdet.structures import DetDataSample
-        from mmengine.structures import InstanceData
-        sample = DetDataSample(metainfo=dict(meta, scale_factor=(1.0, 1.0)))
+    def pack(self, image, target, meta, ignore_index=255):
+        from mmdet.datasets.transforms import PackDetInputs
         target = target or dict(bboxes=torch.zeros(0, 4), labels=torch.zeros(0).long())
-        sample.gt_instances = InstanceData(bboxes=target['bboxes'].float(),
-                                           labels=target['labels'].long())
-        sample.ignored_instances = InstanceData(bboxes=torch.zeros(0, 4),
-                                                labels=torch.zeros(0).long())
-        return sample
+        results = dict(meta, img=image.permute(1, 2, 0).numpy(), scale_factor=(1.0, 1.0),
+                       gt_bboxes=target['bboxes'].float().numpy(),
+                       gt_bboxes_labels=target['labels'].long().numpy(),
+                       gt_ignore_flags=np.zeros(len(target['labels']), dtype=bool))
+        return PackDetInputs(meta_keys=tuple(meta) + ('scale_factor', )).transform(results)

@@ -1,6 +1,7 @@
 """Segmentation (mmseg): random label layouts as targets, pixel-wise KL of the decode head."""
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,12 +32,12 @@ class SegmentationTask(Task):
     def flip_target(self, target: Any, width: int) -> Any:
         return None if target is None else target.flip(-1)
 
-    def data_sample(self, meta: dict, target: Any, ignore_index: int = 255):
-        from mmengine.structures import PixelData
-        from mmseg.structures import SegDataSample
-        sample = SegDataSample(metainfo=dict(meta, reduce_zero_label=False))
+    def pack(self, image, target, meta, ignore_index=255):
+        from mmseg.datasets.transforms import PackSegInputs
         h, w = meta['img_shape']
-        seg = target.long() if target is not None else torch.full(
-            (h, w), ignore_index, dtype=torch.long)
-        sample.gt_sem_seg = PixelData(data=seg[None])
-        return sample
+        seg = target.numpy() if target is not None else np.full((h, w), ignore_index,
+                                                                 dtype=np.int64)
+        results = dict(meta, img=image.permute(1, 2, 0).numpy(), gt_seg_map=seg,
+                       reduce_zero_label=False)
+        return PackSegInputs(meta_keys=tuple(meta) + ('reduce_zero_label', )).transform(
+            results)

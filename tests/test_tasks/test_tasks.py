@@ -48,11 +48,28 @@ def test_flip_targets():
     assert all(get_task(t).flip_target(None, 8) is None for t in ('cls', 'det', 'seg'))
 
 
-def test_data_samples():
-    det = DetectionTask().data_sample(META, None)
-    assert det.gt_instances.bboxes.shape == (0, 4) and det.scale_factor == (1.0, 1.0)
-    seg = SegmentationTask().data_sample(META, None, ignore_index=7)
-    assert seg.gt_sem_seg.data.shape == (1, 6, 8) and (seg.gt_sem_seg.data == 7).all()
-    assert seg.reduce_zero_label is False
-    cls = ClassificationTask().data_sample(META, 2)
-    assert cls.gt_label.tolist() == [2] and cls.img_shape == (6, 8)
+def test_pack_through_the_host_transforms():
+    image = torch.rand(3, 6, 8) * 255
+    det = DetectionTask().pack(image, None, META)
+    assert torch.equal(det['inputs'], image)
+    sample = det['data_samples']
+    assert isinstance(sample, DetDataSample) and sample.scale_factor == (1.0, 1.0)
+    assert sample.gt_instances.bboxes.shape == (0, 4)
+    assert sample.ignored_instances.labels.numel() == 0
+    boxes = dict(bboxes=torch.tensor([[1., 2., 3., 5.]]), labels=torch.tensor([4]))
+    sample = DetectionTask().pack(image, boxes, META)['data_samples']
+    assert sample.gt_instances.bboxes.dtype == torch.float32
+    assert sample.gt_instances.bboxes.tolist() == [[1., 2., 3., 5.]]
+    assert sample.gt_instances.labels.tolist() == [4] and sample.img_id == 0
+    seg = SegmentationTask().pack(image, None, META, ignore_index=7)
+    assert torch.equal(seg['inputs'], image)
+    data = seg['data_samples'].gt_sem_seg.data
+    assert data.shape == (1, 6, 8) and data.dtype == torch.int64 and (data == 7).all()
+    assert seg['data_samples'].reduce_zero_label is False
+    label_map = torch.randint(0, 4, (6, 8), dtype=torch.uint8)
+    data = SegmentationTask().pack(image, label_map, META)['data_samples'].gt_sem_seg.data
+    assert torch.equal(data[0], label_map.long())
+    cls = ClassificationTask().pack(image, 2, META)
+    assert cls['inputs'] is image
+    assert cls['data_samples'].gt_label.tolist() == [2] and cls['data_samples'].img_shape == (6, 8)
+    assert 'gt_label' not in ClassificationTask().pack(image, None, META)['data_samples']
