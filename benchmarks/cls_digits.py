@@ -200,11 +200,9 @@ def calibrate_and_train(fp, w_bits, a_bits, calib, train, loss_kwargs, budget, s
 def qat_on_real(fp, w_bits, a_bits, x_train, budget, seed, x_test, y_test, loss_kwargs=None,
                 lr=None):
     """Upper bound: MaskAQ's calibration and QAT (KD + 10·L_mssim) on real train digits."""
-    from maskaq_plugin.api import QAT_LOSS
     real = real_subset(x_train, budget['num_samples'], seed)
-    return calibrate_and_train(fp, w_bits, a_bits, real, real,
-                               dict(QAT_LOSS['maskaq'], **(loss_kwargs or {})), budget, seed,
-                               x_test, y_test, lr)['acc']
+    return calibrate_and_train(fp, w_bits, a_bits, real, real, dict(loss_kwargs or {}),
+                               budget, seed, x_test, y_test, lr)['acc']
 
 
 def fmt(values, digits=2):

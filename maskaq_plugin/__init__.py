@@ -5,7 +5,7 @@ in MMEngine's root registries, so mmdet, mmseg and mmpretrain configs find them 
 ``custom_imports = dict(imports=['maskaq_plugin'], allow_failed_imports=False)``.
 """
 from . import (attention, datasets, engine, losses, models, qat, quant, synthesis,  # noqa: F401
-               utils)
+               tasks, utils)
 from .version import __version__  # noqa: F401
 
 

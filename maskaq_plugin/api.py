@@ -19,20 +19,14 @@ from mmengine.logging import print_log
 from torch import nn
 
 from .attention import make_attention_explicit
-from .losses.defaults import MSSIM_WEIGHT, W_HIGH, W_LOW
 from .losses.functional import check_mask_mode
-from .qat import RefreshSchedule, run_classification_qat
+from .qat import RefreshSchedule, distill_losses_for, run_classification_qat
 from .synthesis import METHOD_TERMS, ClassificationPrior, Synthesizer
 from .synthesis.rounds import RoundService
 
 DEFAULT_LR = 1e-3
-# Stage 2 loss per method (docs/method.md): KD + λ·L_mssim, masked (MaskAQ) or not (MimiQ).
-QAT_LOSS = {
-    'maskaq': dict(mssim_weight=MSSIM_WEIGHT, w_high=W_HIGH),
-    'mimiq': dict(mssim_weight=MSSIM_WEIGHT, w_high=W_LOW),
-    'psaq': dict(mssim_weight=0.0),
-    'noise': dict(mssim_weight=0.0),
-}
+# Flat overrides of the Stage 2 loss (``distill_losses_for('cls', method)``, the same
+# registry-built loss as MaskAQAlgorithm's): KD + λ·L_mssim, masked (MaskAQ) or not (MimiQ).
 QAT_LOSS_KEYS = ('temperature', 'mssim_weight', 'top_ratio', 'w_high', 'w_low', 'mask_mode')
 SYNTHESIS_KEYS = ('lr', 'loss_weights', 'mask_mode', 'max_retries')
 
@@ -112,11 +106,14 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     ranges on them and, for MaskAQ, replaces them by a full synthesis with Q in the loop
     (``+ L_mad``); then ``epochs`` of QAT (SGD Nesterov 0.9, cosine to 1 % of ``lr``,
     the docs/method.md augmentations) with ``T²·KL`` (T = 5) plus, for MaskAQ, 10·``L_mssim``
-    with masked weights, for MimiQ with uniform weights; PSAQ-ViT and noise use KD only.
-    MaskAQ regenerates the set with the current Q before every ``refresh_every``-th epoch.
-    The rounds run through :class:`~maskaq_plugin.synthesis.rounds.RoundService`, as in
-    ``tools/train.py``: one shard per ``batch_size`` images, the same seeds, so an
-    equivalent config (``bootstrap_samples=num_samples``) gives the same round 0.
+    with masked weights, for MimiQ with uniform weights; PSAQ-ViT and noise use KD only
+    (the registry-built loss of :class:`~maskaq_plugin.models.MaskAQAlgorithm`). A step
+    with a non-finite loss is skipped; 10 in a row raise
+    :class:`~maskaq_plugin.qat.NonFiniteLossError`. MaskAQ regenerates the set with the
+    current Q before every ``refresh_every``-th epoch. The rounds run through
+    :class:`~maskaq_plugin.synthesis.rounds.RoundService`, as in ``tools/train.py``: one
+    shard per ``batch_size`` images, the same seeds, so an equivalent config
+    (``bootstrap_samples=num_samples``) gives the same round 0.
     Q trains with its modules in eval mode (no dropout / stochastic depth; see
     :func:`~maskaq_plugin.qat.run_classification_qat`).
 
@@ -144,8 +141,9 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
         lr (float, optional): QAT learning rate. Defaults to None (1e-3).
         seed (int): Seed of synthesis, augmentation and shuffling. Defaults to 0.
         progress (bool): Progress bars and per-epoch log lines. Defaults to True.
-        qat_loss (dict, optional): Overrides of the method's Stage 2 loss (``QAT_LOSS``),
-            keys of :func:`~maskaq_plugin.qat.classification_qat_loss`: ``temperature``,
+        qat_loss (dict, optional): Overrides of the method's Stage 2 loss
+            (:func:`~maskaq_plugin.qat.distill_losses_for` ``('cls', method)``), flat keys
+            of :func:`~maskaq_plugin.qat.classification_qat_loss`: ``temperature``,
             ``mssim_weight``, ``top_ratio``, ``w_high``, ``w_low``, ``mask_mode``; e.g.
             ``dict(mssim_weight=0.0)`` (KD only) or ``dict(mask_mode='random')``.
             Defaults to None (the method's loss).
@@ -229,7 +227,7 @@ def quantize_data_free(model: nn.Module, *, input_size: Sequence[int], num_class
     run_classification_qat(
         teacher, student, images, mean=mean, std=std, epochs=epochs, batch_size=batch_size,
         lr=DEFAULT_LR if lr is None else lr, seed=seed,
-        loss_kwargs=dict(QAT_LOSS[method], **(qat_loss or {})),
+        distill_losses=distill_losses_for('cls', method), loss_kwargs=qat_loss,
         refresh=RefreshSchedule(refresh_every, epochs),
         regenerate=lambda epoch: rounds.refresh(), log=log)
     return student.eval()

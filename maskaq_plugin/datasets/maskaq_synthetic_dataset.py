@@ -32,8 +32,8 @@ from mmengine.registry import DATASETS
 from torch.utils.data import Dataset
 
 from ..synthesis.bank import SampleBank
+from ..tasks import TASKS, get_task
 
-TASKS = ('det', 'seg', 'cls')
 AUGMENTS = ('paper', 'flip', 'flip_color', 'none')
 
 
@@ -60,14 +60,16 @@ class MaskAQSyntheticDataset(Dataset):
                  metainfo: Optional[dict] = None, augment: Optional[str] = None,
                  ignore_index: int = 255):
         if task not in TASKS:
-            raise ValueError(f'task must be one of {TASKS}, got {task!r}')
+            raise ValueError(f'task must be one of {tuple(TASKS)}, got {task!r}')
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f'num_samples must be a positive int, got {num_samples!r}')
-        augment = augment or ('paper' if task == 'cls' else 'flip')
-        if augment not in AUGMENTS or (augment == 'paper' and task != 'cls'):
+        spec = get_task(task)
+        augment = augment or spec.default_augment
+        if augment not in spec.augments:
             raise ValueError(f"augment={augment!r} is not available for task={task!r}; "
-                             f"use one of {AUGMENTS} ('paper' is for classification)")
+                             f"use one of {spec.augments} ('paper' is for classification)")
         self.task = task
+        self.task_spec = spec
         self.num_samples = num_samples
         self.bank_dir = bank_dir
         self.fingerprint = None  # set by SampleRefreshHook: checked against the manifest
@@ -114,8 +116,12 @@ class MaskAQSyntheticDataset(Dataset):
         targets = shard.get('targets')
         target = targets[j] if targets is not None else None
         image, target, flipped = self._augment(image, target, manifest['norm'])
-        return dict(inputs=self._denormalise(image, manifest['norm']),
-                    data_samples=self._data_sample(idx, image.shape[-2:], target, flipped))
+        h, w = (int(v) for v in image.shape[-2:])
+        meta = dict(img_id=idx, img_path=f'synthetic_{idx}', ori_shape=(h, w),
+                    img_shape=(h, w), flip=flipped,
+                    flip_direction='horizontal' if flipped else None)
+        return self.task_spec.pack(self._denormalise(image, manifest['norm']), target, meta,
+                                   self.ignore_index)
 
     # ----------------------------------------------------------------- loading
     def _bank(self) -> SampleBank:
@@ -186,8 +192,8 @@ class MaskAQSyntheticDataset(Dataset):
             image = self._qat_augment(norm)(image[None], self._generator())[0]
         elif self.augment in ('flip', 'flip_color'):
             if torch.rand(()) < 0.5:
-                image, target, flipped = image.flip(-1), self._flip_target(target,
-                                                                           image.shape[-1]), True
+                image, target, flipped = image.flip(-1), self.task_spec.flip_target(
+                    target, image.shape[-1]), True
             if self.augment == 'flip_color' and image.shape[0] == 3:
                 aug = self._qat_augment(norm)
                 mean, std = aug.mean[0], aug.std[0]
@@ -209,41 +215,3 @@ class MaskAQSyntheticDataset(Dataset):
     def _generator() -> torch.Generator:
         # Seeded from the global RNG, which MMEngine seeds per worker.
         return torch.Generator().manual_seed(int(torch.randint(2**62, (1, ))))
-
-    def _flip_target(self, target: Any, width: int) -> Any:
-        if self.task == 'det' and target is not None:
-            boxes = target['bboxes'].clone()
-            boxes[:, [0, 2]] = width - target['bboxes'][:, [2, 0]]
-            return dict(target, bboxes=boxes)
-        if self.task == 'seg' and target is not None:
-            return target.flip(-1)
-        return target
-
-    def _data_sample(self, idx: int, hw, target: Any, flipped: bool):
-        h, w = int(hw[0]), int(hw[1])
-        meta = dict(img_id=idx, img_path=f'synthetic_{idx}', ori_shape=(h, w),
-                    img_shape=(h, w), flip=flipped,
-                    flip_direction='horizontal' if flipped else None)
-        if self.task == 'det':
-            from mmdet.structures import DetDataSample
-            from mmengine.structures import InstanceData
-            sample = DetDataSample(metainfo=dict(meta, scale_factor=(1.0, 1.0)))
-            target = target or dict(bboxes=torch.zeros(0, 4), labels=torch.zeros(0).long())
-            sample.gt_instances = InstanceData(bboxes=target['bboxes'].float(),
-                                               labels=target['labels'].long())
-            sample.ignored_instances = InstanceData(bboxes=torch.zeros(0, 4),
-                                                    labels=torch.zeros(0).long())
-            return sample
-        if self.task == 'seg':
-            from mmengine.structures import PixelData
-            from mmseg.structures import SegDataSample
-            sample = SegDataSample(metainfo=dict(meta, reduce_zero_label=False))
-            seg = target.long() if target is not None else torch.full(
-                (h, w), self.ignore_index, dtype=torch.long)
-            sample.gt_sem_seg = PixelData(data=seg[None])
-            return sample
-        from mmpretrain.structures import DataSample
-        sample = DataSample(metainfo=meta)
-        if target is not None:
-            sample.set_gt_label(int(target))
-        return sample

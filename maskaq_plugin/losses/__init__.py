@@ -4,6 +4,7 @@ Importing this package registers every loss class in MMEngine's root ``MODELS``
 registry. The pure functions live in :mod:`maskaq_plugin.losses.functional`.
 """
 from . import defaults, functional
+from .detection_kd_loss import DetectionKDLoss
 from .feature_mse_loss import FeatureMSELoss
 from .inter_head_ssim_loss import InterHeadSSIMLoss
 from .kd_loss import KDLoss
@@ -17,5 +18,5 @@ __all__ = [
     'defaults', 'functional', 'InterHeadSSIMLoss', 'PatchEntropyLoss',
     'MaskedAttentionDifferenceLoss',
     'MaskedAttentionSSIMLoss', 'TotalVariationLoss', 'KDLoss', 'FeatureMSELoss',
-    'PixelKLLoss'
+    'PixelKLLoss', 'DetectionKDLoss'
 ]

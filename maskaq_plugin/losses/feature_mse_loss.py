@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from ._checks import set_loss_args
 from .functional import feature_mse_loss
 
 
@@ -17,9 +18,7 @@ class FeatureMSELoss(nn.Module):
 
     def __init__(self, loss_weight: float = 1.0) -> None:
         super().__init__()
-        if loss_weight < 0:
-            raise ValueError(f'loss_weight must be >= 0, got {loss_weight}')
-        self.loss_weight = float(loss_weight)
+        set_loss_args(self, loss_weight)
 
     def forward(self, feats_fp: Tensor | Sequence[Tensor],
                 feats_q: Tensor | Sequence[Tensor]) -> Tensor:

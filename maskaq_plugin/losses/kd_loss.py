@@ -2,6 +2,7 @@
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from ._checks import set_loss_args
 from .defaults import KD_TEMPERATURE
 from .functional import kd_kl_loss
 
@@ -17,12 +18,7 @@ class KDLoss(nn.Module):
 
     def __init__(self, temperature: float = KD_TEMPERATURE, loss_weight: float = 1.0) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f'temperature must be > 0, got {temperature}')
-        if loss_weight < 0:
-            raise ValueError(f'loss_weight must be >= 0, got {loss_weight}')
-        self.temperature = float(temperature)
-        self.loss_weight = float(loss_weight)
+        set_loss_args(self, loss_weight, temperature)
 
     def forward(self, logits_fp: Tensor, logits_q: Tensor) -> Tensor:
         """Compute the weighted loss.

@@ -15,34 +15,21 @@ from contextlib import contextmanager
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
-from mmengine.dist import all_reduce
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from ..attention import AttentionRecorder, make_attention_explicit
-from ..losses.defaults import (DENSE_KD_TEMPERATURE, KD_TEMPERATURE, MSSIM_WEIGHT, TOP_RATIO,
-                               W_HIGH, W_LOW)
-from ..losses.functional import feature_mse_loss
-from ..qat import mssim_from_records
+from ..losses.defaults import MAX_NONFINITE_STEPS
+from ..qat import (NonFiniteGuard, NonFiniteLossError, QATDistiller, apply_flat_overrides,
+                   distill_losses_for, flat_view)
 from ..synthesis.bank import model_fingerprint
+from ..tasks import get_task
 from .architecture import (build_in_scope, load_state_dict_strict, preprocessor_norm,
                            resolve_scope, task_of)
-from .task_distill import classification_kd, detection_kd, segmentation_kd
 
-KD_DEFAULTS = {
-    'det': dict(feat=1.0, task=1.0, mssim=MSSIM_WEIGHT, temperature=DENSE_KD_TEMPERATURE),
-    'seg': dict(feat=1.0, task=1.0, mssim=MSSIM_WEIGHT, temperature=DENSE_KD_TEMPERATURE),
-    'cls': dict(feat=0.0, task=1.0, mssim=MSSIM_WEIGHT, temperature=KD_TEMPERATURE),
-}
-KD_KEYS = ('feat', 'task', 'mssim', 'temperature', 'top_ratio', 'w_high', 'w_low',
-           'mask_mode')
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Too many QAT steps in a row had a non-finite loss."""
-
+__all__ = ['MaskAQAlgorithm', 'NonFiniteLossError', 'quantize_head_layers_']
 
 HEAD_LAYER_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
 
@@ -143,15 +130,18 @@ class MaskAQAlgorithm(BaseModel):
     fits (see :func:`maskaq_plugin.qat.loop.run_classification_qat`, which trains the
     same way, as the authors' code does).
 
-    Loss (prefixed ``distill.``): ``loss_feat`` (normalised MSE of the backbone outputs),
-    ``loss_task`` (task outputs, see :mod:`.task_distill`; for a classifier, the logits
-    of the quantized head) and ``loss_mssim`` (``L_mssim`` of the backbone attention
-    outputs), each times its ``kd`` weight.
+    Loss: the :class:`~maskaq_plugin.qat.QATDistiller` of ``distill_losses`` (the same
+    registry-built Stage 2 loss as :func:`~maskaq_plugin.quantize_data_free`), keys
+    prefixed ``distill.loss_``: ``feat`` (normalised MSE of the backbone outputs),
+    ``task`` (the task outputs, :meth:`maskaq_plugin.tasks.Task.distill`; for a
+    classifier, the logits of the quantized head) and ``mssim`` (``L_mssim`` of the
+    backbone attention outputs), each already weighted.
 
-    A step whose loss is non-finite (on any rank) is skipped: the returned loss is a zero
-    that reaches no parameter, so every gradient stays ``None`` and the optimizer leaves
-    the weights and its state alone (plain ``OptimWrapper``; ``AmpOptimWrapper`` is
-    refused by :meth:`train_step`: its ``GradScaler.step`` fails when no parameter got a
+    Non-finite policy (:class:`~maskaq_plugin.qat.NonFiniteGuard`, as in the API): a step
+    whose loss is non-finite (on any rank) is skipped: the returned loss is a zero that
+    reaches no parameter, so every gradient stays ``None`` and the optimizer leaves the
+    weights and its state alone (plain ``OptimWrapper``; ``AmpOptimWrapper`` is refused
+    by :meth:`train_step`: its ``GradScaler.step`` fails when no parameter got a
     gradient). Skips are counted (``distill.nonfinite_steps`` in the log);
     ``max_nonfinite_steps`` skips in a row raise :class:`NonFiniteLossError`.
 
@@ -164,11 +154,18 @@ class MaskAQAlgorithm(BaseModel):
         a_bits (int): Activation bit-width. Defaults to 8.
         input_size (Sequence[int]): ``(C, H, W)`` for NNCF tracing and synthesis.
             Defaults to (3, 224, 224).
-        kd (dict, optional): Overrides of the loss weights and options: ``feat``,
-            ``task``, ``mssim`` (λ), ``temperature``, ``top_ratio``, ``w_high``,
-            ``w_low``, ``mask_mode`` ('informative'; 'random' is the ablation that
-            weights as many random tokens). Defaults: det/seg ``feat=1, task=1,
-            mssim=10, T=1``; cls ``feat=0, task=1, mssim=10, T=5``.
+        distill_losses (dict, optional): The Stage 2 loss, MMRazor style: term name
+            (``feat``, ``task``, ``mssim``) -> registered loss config, e.g.
+            ``dict(task=dict(type='KDLoss', temperature=5.0, loss_weight=1.0),
+            mssim=dict(type='MaskedAttentionSSIMLoss', loss_weight=10.0))``.
+            Defaults to None: the task's (``DISTILL_LOSSES`` of
+            :mod:`maskaq_plugin.losses.defaults`).
+        kd (dict, optional): Flat shorthand applied on top of ``distill_losses``:
+            weights ``feat``, ``task``, ``mssim`` (λ), the task term's ``temperature``,
+            and ``top_ratio``, ``w_high``, ``w_low``, ``mask_mode`` of ``mssim``
+            ('informative'; 'random' is the ablation that weights as many random
+            tokens). Defaults: det/seg ``feat=1, task=1, mssim=10, T=1``; cls
+            ``feat=0, task=1, mssim=10, T=5``.
         quant (dict, optional): Extra ``QuantScheme`` options (``keep_input_fp``,
             ``quantize_attention_matmuls``, ``recipe``, ...), for the backbone and the
             head (whose scheme always has ``keep_input_fp=False``: the head's input is a
@@ -191,10 +188,12 @@ class MaskAQAlgorithm(BaseModel):
 
     def __init__(self, architecture: dict, teacher_checkpoint: Optional[str] = None,
                  w_bits: int = 8, a_bits: int = 8,
-                 input_size: Sequence[int] = (3, 224, 224), kd: Optional[dict] = None,
+                 input_size: Sequence[int] = (3, 224, 224),
+                 distill_losses: Optional[dict] = None, kd: Optional[dict] = None,
                  quant: Optional[dict] = None, quantize_head: Optional[bool] = None,
                  train_heads: bool = False,
-                 max_nonfinite_steps: int = 10, allow_random_teacher: bool = False,
+                 max_nonfinite_steps: int = MAX_NONFINITE_STEPS,
+                 allow_random_teacher: bool = False,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
         from ..quant import QuantScheme, quantize_model
@@ -204,12 +203,7 @@ class MaskAQAlgorithm(BaseModel):
                              'for tests and benchmarks).')
         if len(input_size) != 3:
             raise ValueError(f'input_size must be (C, H, W), got {input_size!r}')
-        if not isinstance(max_nonfinite_steps, int) or max_nonfinite_steps < 1:
-            raise ValueError(f'max_nonfinite_steps must be an int >= 1, got '
-                             f'{max_nonfinite_steps!r}')
-        unknown = set(kd or {}) - set(KD_KEYS)
-        if unknown:
-            raise ValueError(f'unknown kd keys {sorted(unknown)}; known: {list(KD_KEYS)}')
+        guard = NonFiniteGuard(max_nonfinite_steps)  # validates early
         scheme = QuantScheme(w_bits, a_bits, **(quant or {}))  # validates early
         architecture = copy.deepcopy(dict(architecture))
         scope = resolve_scope(architecture)
@@ -221,10 +215,14 @@ class MaskAQAlgorithm(BaseModel):
 
         teacher = build_in_scope(architecture, scope)
         self.task = task_of(teacher)
+        self.task_spec = get_task(self.task)
+        distill_losses = apply_flat_overrides(
+            distill_losses_for(self.task) if distill_losses is None else distill_losses, kd)
+        distiller = QATDistiller(distill_losses)  # validates before the NNCF work
         explicit_head = quantize_head is not None
         if quantize_head is None:
-            quantize_head = self.task == 'cls'
-        if quantize_head and self.task != 'cls':
+            quantize_head = self.task_spec.quantize_head
+        if quantize_head and not self.task_spec.quantize_head:
             raise ValueError(f'quantize_head=True is supported for classifiers only; a '
                              f'{self.task} model quantizes its backbone only (got '
                              f'{type(teacher).__name__})')
@@ -262,16 +260,26 @@ class MaskAQAlgorithm(BaseModel):
         self.input_size = tuple(int(v) for v in input_size)
         self.teacher_checkpoint = teacher_checkpoint
         self.train_heads = train_heads
-        self.kd = dict(KD_DEFAULTS[self.task], top_ratio=TOP_RATIO, w_high=W_HIGH, w_low=W_LOW,
-                       mask_mode='informative')
-        self.kd.update(kd or {})
-        if self.kd['mask_mode'] not in ('informative', 'random'):
-            raise ValueError(f"kd.mask_mode must be 'informative' (MaskAQ) or 'random' (the "
-                             f"ablation), got {self.kd['mask_mode']!r}")
+        self.distill_losses = distill_losses
+        self.distiller = distiller
+        self.guard = guard
         self.max_nonfinite_steps = max_nonfinite_steps
-        self.nonfinite_in_row = 0
-        self.nonfinite_total = 0
         self.train(self.training)  # teacher and student in eval mode from the start
+
+    @property
+    def kd(self) -> dict:
+        """The flat view of ``distill_losses`` (:func:`~maskaq_plugin.qat.flat_view`)."""
+        return flat_view(self.distill_losses)
+
+    @property
+    def nonfinite_in_row(self) -> int:
+        """Non-finite steps skipped in a row (see the class docstring)."""
+        return self.guard.in_row
+
+    @property
+    def nonfinite_total(self) -> int:
+        """Non-finite steps skipped in all."""
+        return self.guard.total
 
     # ------------------------------------------------------------ quantized parts
     def quantized_modules(self) -> List[Tuple[str, nn.Module]]:
@@ -363,14 +371,7 @@ class MaskAQAlgorithm(BaseModel):
 
     def synthesis_prior(self):
         """The task prior (``L_sem``) of Stage 1 for this architecture."""
-        from ..synthesis.priors import (ClassificationPrior, DetectionPrior,
-                                        SegmentationPrior)
-        img_shape = self.input_size[1:]
-        if self.task == 'det':
-            return DetectionPrior.from_detector(self.teacher, img_shape)
-        if self.task == 'seg':
-            return SegmentationPrior.from_segmentor(self.teacher, img_shape)
-        return ClassificationPrior(self.teacher.head.num_classes)
+        return self.task_spec.prior(self.teacher, self.input_size[1:])
 
     def build_synthesizer(self, with_student: bool = True, **kwargs):
         """Stage 1 synthesizer: teacher + prior, and the quantized student backbone
@@ -428,53 +429,26 @@ class MaskAQAlgorithm(BaseModel):
 
     def loss(self, inputs: Tensor, data_samples: Optional[list] = None) -> Dict[str, Tensor]:
         """Distillation losses on a batch of synthetic images (see the class docstring)."""
-        kd = self.kd
         with torch.no_grad(), AttentionRecorder(self.teacher.backbone, detach=True) as rec_t:
             feats_t = self.teacher.backbone(inputs)
         with AttentionRecorder(self.student.backbone) as rec_s:
             feats_s = self.student.backbone(inputs)
-        losses = {}
-        if kd['feat']:
-            losses['distill.loss_feat'] = kd['feat'] * feature_mse_loss(feats_t, feats_s)
-        if kd['task']:
-            losses['distill.loss_task'] = kd['task'] * self._task_loss(
-                self._neck(self.teacher, feats_t), self._neck(self.student, feats_s),
-                data_samples)
-        if kd['mssim']:
-            losses['distill.loss_mssim'] = kd['mssim'] * mssim_from_records(
-                rec_t.records, rec_s.records, top_ratio=kd['top_ratio'],
-                w_high=kd['w_high'], w_low=kd['w_low'], mask_mode=kd['mask_mode'])
-        if not losses:
-            raise ValueError(f'every kd weight is 0 ({kd}); nothing to train')
-        return self._guard_finite(losses, inputs)
+        terms = self.distiller(
+            feats=(feats_t, feats_s), records=(rec_t.records, rec_s.records),
+            task=lambda loss: self._task_loss(self._neck(self.teacher, feats_t),
+                                              self._neck(self.student, feats_s),
+                                              data_samples))
+        return self._guard_finite({f'distill.loss_{k}': v for k, v in terms.items()}, inputs)
 
     def _task_loss(self, x_t, x_s, data_samples) -> Tensor:
-        t = self.kd['temperature']
-        if self.task == 'det':
-            return detection_kd(self.teacher, self.student, x_t, x_s, data_samples, t)
-        if self.task == 'seg':
-            return segmentation_kd(self.teacher, self.student, x_t, x_s, t)
-        return classification_kd(self.teacher, self.student, x_t, x_s, t)
+        """The weighted ``task`` term on the neck outputs of teacher and student."""
+        return self.task_spec.distill(self.distiller.losses['task'], self.teacher,
+                                      self.student, x_t, x_s, data_samples)
 
     def _guard_finite(self, losses: Dict[str, Tensor], like: Tensor) -> Dict[str, Tensor]:
         """Skip (and count) a step whose loss is non-finite on any rank."""
-        total = sum(v.detach() for v in losses.values())
-        ok = torch.isfinite(total).float().reshape(1)
-        all_reduce(ok, op='min')  # every rank skips together (DDP stays in step)
-        if bool(ok.item()):
-            self.nonfinite_in_row = 0
+        if self.guard.check(losses):
             return losses
-        self.nonfinite_in_row += 1
-        self.nonfinite_total += 1
-        values = {k: float(v.detach()) for k, v in losses.items()}
-        if self.nonfinite_in_row >= self.max_nonfinite_steps:
-            raise NonFiniteLossError(
-                f'{self.nonfinite_in_row} QAT steps in a row had a non-finite loss (last, '
-                f'on this rank: {values}); lower the learning rate or the kd weights, or check the '
-                'teacher checkpoint and the synthetic data')
-        print_log(f'non-finite QAT loss (on this or another rank; here: {values}): step '
-                  f'skipped ({self.nonfinite_in_row} in a row, {self.nonfinite_total} in all)',
-                  logger='current', level=30)
         # A zero that reaches no parameter: gradients stay None, the optimizer skips all.
         return {'distill.loss_skipped': like.new_zeros((), requires_grad=True),
-                'distill.nonfinite_steps': like.new_tensor(float(self.nonfinite_total))}
+                'distill.nonfinite_steps': like.new_tensor(float(self.guard.total))}

@@ -1,44 +1,67 @@
-"""Stage 2 losses assembled from attention records: ``L_mssim`` and the classifier QAT loss.
+"""The Stage 2 loss of a plain classifier (``quantize_data_free``).
 
 ``L_Q = T²·KL(softmax(z_F/T) ‖ softmax(z_Q/T)) + λ·L_mssim`` with T = 5, λ = 10
-(docs/method.md, "Stage 2"); MimiQ uses the unmasked SSIM (``w_high = w_low = 1``) and the
-PSAQ-ViT / noise baselines KD only (``mssim_weight=0``).
+(docs/method.md, "Stage 2"), computed by the same registry-built
+:class:`~maskaq_plugin.qat.QATDistiller` as the OpenMMLab wrapper; MimiQ uses the
+unmasked SSIM (``w_high = w_low = 1``) and the PSAQ-ViT / noise baselines KD only
+(``mssim_weight=0``).
 """
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..attention import AttentionRecord, AttentionRecorder, group_records
+from ..attention import AttentionRecorder
 from ..losses.defaults import KD_TEMPERATURE, MSSIM_WEIGHT, TOP_RATIO, W_HIGH, W_LOW
-from ..losses.functional import kd_kl_loss, masked_attention_ssim
+from .distiller import QATDistiller, distill_losses_for
+
+# The API's names of the terms: the task term of a classifier is the logit KD.
+REPORT_NAMES = dict(task='kd')
 
 
-def mssim_from_records(records_fp: List[AttentionRecord], records_q: List[AttentionRecord],
-                       **kwargs) -> Tensor:
-    """``L_mssim`` averaged over layers, computed per group of equally shaped layers.
+def classification_terms(distiller: QATDistiller, teacher: nn.Module, student: nn.Module,
+                         x: Tensor, generator: Optional[torch.Generator] = None
+                         ) -> Dict[str, Tensor]:
+    """The weighted Stage 2 terms of a classifier on the batch ``x`` (B, C, H, W).
+
+    Runs the teacher (no grad, attention recorded detached) and the student once; the
+    attention is recorded only when ``distiller`` has an ``mssim`` term. The ``task``
+    term is the distiller's task loss on the two models' logits.
 
     Args:
-        records_fp (list[AttentionRecord]): Teacher records of one forward (detached or not:
-            the teacher side is detached inside the loss).
-        records_q (list[AttentionRecord]): Student records of the same input, in the same
-            forward order.
-        **kwargs: ``top_ratio``, ``w_high``, ``w_low``, ``mask_mode``, ``generator`` of
-            :func:`~maskaq_plugin.losses.functional.masked_attention_ssim`.
+        distiller (QATDistiller): The Stage 2 loss.
+        teacher (nn.Module): Full-precision classifier F (explicit attention).
+        student (nn.Module): Fake-quantized copy Q.
+        x (Tensor): Input batch (normalised).
+        generator (torch.Generator, optional): Source of the random mask (on ``x``'s
+            device). Defaults to None (global RNG).
 
     Returns:
-        Tensor: Scalar, the mean over layers of each layer's ``1 - mean(ssim)``.
+        dict[str, Tensor]: Term name -> weighted scalar, as :class:`QATDistiller`.
     """
-    if not records_fp or len(records_fp) != len(records_q):
-        raise ValueError(f'got {len(records_fp)} teacher and {len(records_q)} student '
-                         'attention records; record both models on the same input')
-    index = {id(r): i for i, r in enumerate(records_fp)}
-    total = 0
-    for group in group_records(records_fp):
-        ctx_q = [records_q[index[id(r)]].context for r in group]
-        total = total + len(group) * masked_attention_ssim(
-            [r.context for r in group], ctx_q, has_cls_token=group[0].has_cls_token, **kwargs)
-    return total / len(records_fp)
+    if not distiller.records_attention:
+        with torch.no_grad():
+            logits_fp = teacher(x)
+        logits_q = student(x)
+        return distiller(task=lambda loss: loss(logits_fp, logits_q))
+    with torch.no_grad(), AttentionRecorder(teacher, detach=True) as rec_fp:
+        logits_fp = teacher(x)
+    with AttentionRecorder(student) as rec_q:
+        logits_q = student(x)
+    return distiller(task=lambda loss: loss(logits_fp, logits_q),
+                     records=(rec_fp.records, rec_q.records), generator=generator)
+
+
+def report_terms(distiller: QATDistiller, terms: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The API's view of weighted ``terms``: each term without its weight (``task`` named
+    ``kd``) and ``loss``, their weighted sum (the tensor to minimise)."""
+    out, loss = {}, None
+    for name, value in terms.items():
+        weight = distiller.losses[name].loss_weight
+        out[REPORT_NAMES.get(name, name)] = value if weight == 1 else value / weight
+        loss = value if loss is None else loss + value
+    out['loss'] = loss
+    return out
 
 
 def classification_qat_loss(teacher: nn.Module, student: nn.Module, x: Tensor, *,
@@ -48,9 +71,11 @@ def classification_qat_loss(teacher: nn.Module, student: nn.Module, x: Tensor, *
                             w_low: float = W_LOW, mask_mode: str = 'informative',
                             generator: Optional[torch.Generator] = None
                             ) -> Dict[str, Tensor]:
-    """QAT loss of a classifier on the batch ``x`` (B, C, H, W).
+    """QAT loss of a classifier on the batch ``x`` (B, C, H, W), from flat options.
 
-    Runs the teacher (no grad, attention recorded detached) and the student once.
+    Builds the :class:`QATDistiller` of these options (the classification
+    ``distill_losses`` of :mod:`maskaq_plugin.losses.defaults`, overridden) and runs
+    :func:`classification_terms`.
 
     Args:
         teacher (nn.Module): Full-precision classifier F (explicit attention).
@@ -69,19 +94,11 @@ def classification_qat_loss(teacher: nn.Module, student: nn.Module, x: Tensor, *
             device). Defaults to None (global RNG).
 
     Returns:
-        dict[str, Tensor]: ``kd``, ``mssim`` (only when ``mssim_weight > 0``) and ``loss``.
+        dict[str, Tensor]: ``kd``, ``mssim`` (only when ``mssim_weight > 0``), both
+        unweighted, and ``loss``.
     """
-    if mssim_weight == 0:
-        with torch.no_grad():
-            logits_fp = teacher(x)
-        kd = kd_kl_loss(logits_fp, student(x), temperature)
-        return dict(kd=kd, loss=kd)
-    with torch.no_grad(), AttentionRecorder(teacher, detach=True) as rec_fp:
-        logits_fp = teacher(x)
-    with AttentionRecorder(student) as rec_q:
-        logits_q = student(x)
-    kd = kd_kl_loss(logits_fp, logits_q, temperature)
-    mssim = mssim_from_records(rec_fp.records, rec_q.records, top_ratio=top_ratio,
-                               w_high=w_high, w_low=w_low, mask_mode=mask_mode,
-                               generator=generator)
-    return dict(kd=kd, mssim=mssim, loss=kd + mssim_weight * mssim)
+    distiller = QATDistiller(distill_losses_for('cls', kd=dict(
+        temperature=temperature, mssim=mssim_weight, top_ratio=top_ratio, w_high=w_high,
+        w_low=w_low, mask_mode=mask_mode)))
+    return report_terms(distiller, classification_terms(distiller, teacher, student, x,
+                                                        generator))

@@ -4,10 +4,13 @@ SGD with Nesterov momentum 0.9, cosine decay to 1 % of the learning rate over th
 (docs/method.md, "Stage 2"), and the epochs at which the synthetic set is refreshed.
 """
 import math
+import warnings
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+from .nonfinite import NonFiniteGuard
 
 
 class RefreshSchedule:
@@ -73,12 +76,21 @@ def build_qat_optimizer(params: Iterable[Tensor], *, lr: float = 1e-3, total_ste
 
 
 def qat_train_step(loss_fn: Callable[[], Dict[str, Tensor]], optimizer: torch.optim.Optimizer,
-                   scheduler=None) -> Dict[str, float]:
-    """One optimisation step on ``loss_fn()['loss']``; returns the terms as floats."""
+                   scheduler=None, guard: Optional[NonFiniteGuard] = None) -> Dict[str, float]:
+    """One optimisation step on ``loss_fn()['loss']``; returns the terms as floats.
+
+    A non-finite loss is handled by ``guard`` (:class:`NonFiniteGuard`, the policy of
+    both entry points): the step is skipped (no update, the schedule advances, ``{}`` is
+    returned) or, at the guard's limit, :class:`NonFiniteLossError` is raised. Without a
+    guard the first non-finite loss raises.
+    """
     terms = loss_fn()
-    if not torch.isfinite(terms['loss']):
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        raise FloatingPointError(f'non-finite QAT loss: {values}; lower the lr')
+    if not (guard or NonFiniteGuard(max_steps=1)).check(dict(loss=terms['loss'])):
+        if scheduler is not None:
+            with warnings.catch_warnings():  # "scheduler before optimizer": skipped on purpose
+                warnings.simplefilter('ignore', UserWarning)
+                scheduler.step()
+        return {}
     optimizer.zero_grad(set_to_none=True)
     terms['loss'].backward()
     optimizer.step()

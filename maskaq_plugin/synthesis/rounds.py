@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from ..utils.seeding import derive_seed
 from .bank import SampleBank
-from .shards import Job, RoundProgress, plain_targets, shard_jobs, shard_seed, state_key
+from ..tasks import get_task
+from .shards import Job, RoundProgress, shard_jobs, shard_seed, state_key
 from .synthesizer import SynthesisResult
 
 BOOTSTRAP_TAG = 0xB007
@@ -237,7 +238,7 @@ class RoundService:
                 continue
             records.append(self.bank.write_shard(
                 k, result.images, rank=owner, index=index,
-                targets=plain_targets(self.task, result.targets),
+                targets=get_task(self.task).plain_targets(result.targets),
                 meta=dict(seed=seed, losses=result.losses)))
             if progress is not None:
                 progress.add(records[-1])

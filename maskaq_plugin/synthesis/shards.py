@@ -39,17 +39,6 @@ _RANK_FILE = re.compile(r'^\.?(?:shard|progress)_r(\d+)[_.]')
 _MANIFEST_FILE = re.compile(r'^\.?' + re.escape(MANIFEST))
 
 
-def plain_targets(task: str, targets: list) -> list:
-    """Prior targets -> plain per-image values for a shard (``weights_only`` safe)."""
-    if task == 'det':
-        return [dict(bboxes=t.gt_instances.bboxes.detach().cpu().float(),
-                     labels=t.gt_instances.labels.detach().cpu().long()) for t in targets]
-    if task == 'seg':
-        return [t.gt_sem_seg.data[0].detach().cpu().to(torch.uint8 if int(
-            t.gt_sem_seg.data.max()) < 256 else torch.int32) for t in targets]
-    return [int(t) for t in targets]
-
-
 def shard_seed(seed: int, k: int, rank: int, index: int) -> int:
     """Seed of shard ``index`` of ``rank`` in round ``k``.
 

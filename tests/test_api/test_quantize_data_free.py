@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import maskaq_plugin.api as api
 import maskaq_plugin.qat.loop as qat_loop
 from maskaq_plugin import quantize_data_free
+from maskaq_plugin.qat import flat_view
 from maskaq_plugin.quant import quantizer_bits
 
 KW = dict(input_size=(3, 32, 32), num_classes=10, mean=(0.5, ) * 3, std=(0.5, ) * 3,
@@ -68,29 +69,29 @@ def test_same_seed_same_model_even_under_no_grad(make_vit):
 
 
 def _spy_rounds_and_losses(monkeypatch, describe):
-    """Record ``describe(synthesizer)`` for each synthesis round and the keyword arguments
-    (but the generator) of each QAT-loss call; returns the two lists, filled as they run."""
+    """Record ``describe(synthesizer)`` for each synthesis round and the flat view of the
+    Stage 2 loss of each QAT step; returns the two lists, filled as they run."""
     calls, losses = [], []
-    synthesize, qat_loss = api.Synthesizer.synthesize, qat_loop.classification_qat_loss
+    synthesize, qat_loss = api.Synthesizer.synthesize, qat_loop.classification_terms
 
     def spy_synthesize(self, *args, **kwargs):
         calls.append(describe(self))
         return synthesize(self, *args, **kwargs)
 
-    def spy_loss(*args, **kwargs):
-        losses.append({k: v for k, v in kwargs.items() if k != 'generator'})
-        return qat_loss(*args, **kwargs)
+    def spy_loss(distiller, *args):
+        losses.append(flat_view(distiller.distill_losses))
+        return qat_loss(distiller, *args)
 
     monkeypatch.setattr(api.Synthesizer, 'synthesize', spy_synthesize)
-    monkeypatch.setattr(qat_loop, 'classification_qat_loss', spy_loss)
+    monkeypatch.setattr(qat_loop, 'classification_terms', spy_loss)
     return calls, losses
 
 
 @pytest.mark.parametrize('method,rounds,qat_kw', [
-    ('maskaq', [False, True, True], dict(mssim_weight=10.0, w_high=2.0)),
-    ('mimiq', [False], dict(mssim_weight=10.0, w_high=1.0)),
-    ('psaq', [False], dict(mssim_weight=0.0)),
-    ('noise', [False], dict(mssim_weight=0.0)),
+    ('maskaq', [False, True, True], dict(mssim=10.0, w_high=2.0)),
+    ('mimiq', [False], dict(mssim=10.0, w_high=1.0)),
+    ('psaq', [False], dict(mssim=0.0)),
+    ('noise', [False], dict(mssim=0.0)),
 ])
 def test_each_method_runs_its_steps(make_vit, monkeypatch, method, rounds, qat_kw):
     calls, losses = _spy_rounds_and_losses(
@@ -103,7 +104,8 @@ def test_each_method_runs_its_steps(make_vit, monkeypatch, method, rounds, qat_k
     if method == 'maskaq':
         assert calls[0][2] == ['ent', 'head', 'sem', 'tv']
         assert calls[1][2] == ['ent', 'head', 'mad', 'sem', 'tv']
-    assert len(losses) == 2 and all(kw == qat_kw for kw in losses)
+    assert len(losses) == 2 and all(kw.items() >= dict(qat_kw, task=1.0, temperature=5.0,
+                                                       feat=0.0).items() for kw in losses)
 
 
 def test_qat_loss_and_synthesis_options_reach_every_round(make_vit, monkeypatch):
@@ -116,7 +118,8 @@ def test_qat_loss_and_synthesis_options_reach_every_round(make_vit, monkeypatch)
     assert calls == [('random', 'random', ['head', 'sem', 'tv']),
                      ('random', 'random', ['head', 'mad', 'sem', 'tv']),
                      ('random', 'random', ['head', 'mad', 'sem', 'tv'])]
-    assert losses == [dict(mssim_weight=1.0, w_high=2.0, mask_mode='random')] * 2
+    assert all(kw.items() >= dict(mssim=1.0, w_high=2.0, mask_mode='random').items()
+               for kw in losses) and len(losses) == 2
     with pytest.raises(ValueError, match=r"qat_loss has unknown keys \['lambda'\]"):
         quantize_data_free(make_vit(), **KW, qat_loss={'lambda': 1})
     with pytest.raises(ValueError, match=r"synthesis has unknown keys \['iters'\]"):

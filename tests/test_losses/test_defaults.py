@@ -2,11 +2,11 @@
 entry point reads them."""
 import inspect
 
-from maskaq_plugin import api
-from maskaq_plugin.losses import KDLoss, MaskedAttentionSSIMLoss, PixelKLLoss, defaults
+from maskaq_plugin.losses import (DetectionKDLoss, KDLoss, MaskedAttentionSSIMLoss,
+                                  PixelKLLoss, defaults, detection_kd_loss)
 from maskaq_plugin.losses.functional import kd_kl_loss, masked_attention_ssim, pixel_kl_loss
-from maskaq_plugin.models import maskaq_algorithm, task_distill
-from maskaq_plugin.qat import classification_qat_loss
+from maskaq_plugin.qat import (NonFiniteGuard, classification_qat_loss, distill_losses_for,
+                               flat_view, run_classification_qat)
 
 
 def _defaults(fn):
@@ -29,15 +29,19 @@ def test_every_entry_point_uses_them():
         mssim, loss_weight=d.MSSIM_WEIGHT).items()
     assert _defaults(classification_qat_loss).items() >= dict(
         mssim, temperature=d.KD_TEMPERATURE, mssim_weight=d.MSSIM_WEIGHT).items()
-    for fn in (kd_kl_loss, KDLoss, task_distill.classification_kd):
+    for fn in (kd_kl_loss, KDLoss):
         assert _defaults(fn)['temperature'] == d.KD_TEMPERATURE
-    for fn in (pixel_kl_loss, PixelKLLoss, task_distill.binary_kl, task_distill.dense_head_kd,
-               task_distill.two_stage_kd, task_distill.detection_kd,
-               task_distill.segmentation_kd):
+    for fn in (pixel_kl_loss, PixelKLLoss, DetectionKDLoss, detection_kd_loss.binary_kl,
+               detection_kd_loss.dense_head_kd, detection_kd_loss.two_stage_kd,
+               detection_kd_loss.detection_kd):
         assert _defaults(fn)['temperature'] == d.DENSE_KD_TEMPERATURE
-    assert api.QAT_LOSS['maskaq'] == dict(mssim_weight=d.MSSIM_WEIGHT, w_high=d.W_HIGH)
-    assert api.QAT_LOSS['mimiq'] == dict(mssim_weight=d.MSSIM_WEIGHT, w_high=d.W_LOW)
-    kd = maskaq_algorithm.KD_DEFAULTS
+    # the Stage 2 loss configs of both entry points (API: 'cls'; wrapper: its task)
+    kd = {task: flat_view(distill_losses_for(task)) for task in ('cls', 'det', 'seg')}
     assert kd['cls']['temperature'] == d.KD_TEMPERATURE
     assert kd['det']['temperature'] == kd['seg']['temperature'] == d.DENSE_KD_TEMPERATURE
     assert {task['mssim'] for task in kd.values()} == {d.MSSIM_WEIGHT}
+    assert all(task.items() >= mssim.items() for task in kd.values())
+    assert flat_view(distill_losses_for('cls', 'mimiq'))['w_high'] == d.W_LOW
+    assert flat_view(distill_losses_for('cls', 'psaq'))['mssim'] == 0.0
+    assert _defaults(NonFiniteGuard)['max_steps'] == d.MAX_NONFINITE_STEPS
+    assert _defaults(run_classification_qat)['max_nonfinite_steps'] == d.MAX_NONFINITE_STEPS

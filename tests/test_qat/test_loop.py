@@ -23,17 +23,17 @@ def pair():
 def test_student_trains_in_eval_mode_and_refreshes(pair, monkeypatch):
     teacher, student = pair
     modes, regenerated = [], []
-    loss = loop.classification_qat_loss
+    loss = loop.classification_terms
 
-    def spy(t, s, x, **kw):
+    def spy(distiller, t, s, x, generator):
         modes.append(any(m.training for m in s.modules()))
-        return loss(t, s, x, **kw)
+        return loss(distiller, t, s, x, generator)
 
     def regenerate(epoch):
         regenerated.append(epoch)
         return torch.randn(6, 3, 32, 32)
 
-    monkeypatch.setattr(loop, 'classification_qat_loss', spy)
+    monkeypatch.setattr(loop, 'classification_terms', spy)
     before = student.head.weight.detach().clone()
     run_classification_qat(teacher, student, torch.randn(6, 3, 32, 32), mean=(0.5, ) * 3,
                            std=(0.5, ) * 3, epochs=4, batch_size=4, lr=1e-2,

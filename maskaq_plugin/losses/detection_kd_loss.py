@@ -1,28 +1,30 @@
-"""Task-output distillation of the dense-task QAT loss (docs/method.md, "Dense tasks", *ours*).
+"""Task-output distillation of a detector (docs/method.md, "Dense tasks", *ours*).
 
-The teacher F and the student Q share everything after the backbone (neck and heads
-stay in full precision); each function gets both models and their backbone outputs and
-returns the unweighted task term ``L_task``:
+Teacher F and student Q share everything after the backbone (neck and heads stay in
+full precision); :class:`DetectionKDLoss` gets both detectors and their neck outputs:
 
-* segmentation: pixel-wise ``KL(softmax(z_F/T) ‖ softmax(z_Q/T))`` on the decode-head
-  logits (auxiliary heads are not distilled);
 * dense detection heads (RetinaNet, FCOS, ATSS, ...): per level, KL on the
   classification logits (binary KL per anchor and class for sigmoid heads, KL over the
   classes per anchor for softmax heads) plus L1 between every other output map (box
   regression, centerness), summed over levels and averaged;
 * two-stage detectors (Faster / Mask R-CNN): the RPN as a dense head (binary KL on
   objectness, L1 on deltas) plus the RoI head run on the *teacher's* proposals: KL over
-  the classes of ``cls_score``, L1 on ``bbox_pred`` and binary KL on the mask logits;
-* classification: ``T²·KL`` on the logits (T = 5).
+  the classes of ``cls_score``, L1 on ``bbox_pred`` and binary KL on the mask logits.
+
+Segmentation (:class:`~maskaq_plugin.losses.PixelKLLoss` on the decode-head logits) and
+classification (:class:`~maskaq_plugin.losses.KDLoss` on the logits) take plain tensors;
+:mod:`maskaq_plugin.tasks` runs the heads for each task.
 """
 from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
+from mmengine.registry import MODELS
 from torch import Tensor, nn
 
-from ..losses.defaults import DENSE_KD_TEMPERATURE, KD_TEMPERATURE
-from ..losses.functional import kd_kl_loss, pixel_kl_loss
+from ._checks import set_loss_args
+from .defaults import DENSE_KD_TEMPERATURE
+from .functional import pixel_kl_loss
 
 
 def binary_kl(logits_fp: Tensor, logits_q: Tensor,
@@ -64,8 +66,8 @@ def _dense_terms(head_q: nn.Module, out_fp: tuple, out_q: tuple,
             and isinstance(out_q[0], (list, tuple))):
         raise NotImplementedError(
             f'{type(head_q).__name__} does not return (cls_scores, bbox_preds, ...) per '
-            'level; its task distillation is not implemented: set kd.task=0 to distil '
-            'backbone features and attention only')
+            'level; its task distillation is not implemented: set the task loss_weight to 0 '
+            'to distil backbone features and attention only')
     terms = [_cls_kl(head_q, z_fp, z_q, temperature) for z_fp, z_q in zip(out_fp[0], out_q[0])]
     for maps_fp, maps_q in zip(out_fp[1:], out_q[1:]):
         if maps_q is None:
@@ -122,23 +124,40 @@ def detection_kd(det_fp: nn.Module, det_q: nn.Module, feats_fp: Sequence[Tensor]
         return dense_head_kd(det_fp.bbox_head, det_q.bbox_head, feats_fp, feats_q,
                              temperature)
     raise NotImplementedError(f'no task distillation for {type(det_q).__name__}; set '
-                              'kd.task=0 to distil backbone features and attention only')
+                              'the task loss_weight to 0 to distil backbone features and attention '
+                              'only')
 
 
-def segmentation_kd(seg_fp: nn.Module, seg_q: nn.Module, feats_fp: Sequence[Tensor],
-                    feats_q: Sequence[Tensor],
-                    temperature: float = DENSE_KD_TEMPERATURE) -> Tensor:
-    """Pixel-wise KL on the decode-head logits ``(B, C, h, w)``."""
-    if isinstance(seg_q.decode_head, nn.ModuleList):
-        raise NotImplementedError('cascade decode heads are not distilled; set kd.task=0')
-    with torch.no_grad():
-        logits_fp = seg_fp.decode_head(list(feats_fp))
-    return pixel_kl_loss(logits_fp, seg_q.decode_head(list(feats_q)), temperature)
+@MODELS.register_module()
+class DetectionKDLoss(nn.Module):
+    """``loss_weight · L_task`` of an mmdet detector; see :func:`detection_kd`.
 
+    Args:
+        temperature (float): softmax temperature of the KL terms. Defaults to 1.0.
+        loss_weight (float): multiplier of the loss. Defaults to 1.0.
+    """
 
-def classification_kd(cls_fp: nn.Module, cls_q: nn.Module, feats_fp, feats_q,
-                      temperature: float = KD_TEMPERATURE) -> Tensor:
-    """``T²·KL`` on the logits of an mmpretrain classifier's head."""
-    with torch.no_grad():
-        logits_fp = cls_fp.head(feats_fp)
-    return kd_kl_loss(logits_fp, cls_q.head(feats_q), temperature)
+    def __init__(self, temperature: float = DENSE_KD_TEMPERATURE,
+                 loss_weight: float = 1.0) -> None:
+        super().__init__()
+        set_loss_args(self, loss_weight, temperature)
+
+    def forward(self, det_fp: nn.Module, det_q: nn.Module, feats_fp: Sequence[Tensor],
+                feats_q: Sequence[Tensor], data_samples: list) -> Tensor:
+        """Compute the weighted loss.
+
+        Args:
+            det_fp (nn.Module): teacher detector (its heads run without grad).
+            det_q (nn.Module): student detector.
+            feats_fp (Sequence[Tensor]): teacher neck outputs ``(B, C, H, W)`` per level.
+            feats_q (Sequence[Tensor]): student neck outputs, same shapes.
+            data_samples (list): the batch's ``DetDataSample`` (image metas).
+
+        Returns:
+            Tensor: scalar loss.
+        """
+        return self.loss_weight * detection_kd(det_fp, det_q, feats_fp, feats_q,
+                                               data_samples, self.temperature)
+
+    def extra_repr(self) -> str:
+        return f'temperature={self.temperature}, loss_weight={self.loss_weight}'
