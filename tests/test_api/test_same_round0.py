@@ -3,7 +3,10 @@
 Both entry points run :class:`~maskaq_plugin.synthesis.rounds.RoundService`: on the same
 FP classifier (a tiny mmpretrain ViT), seed and split of the round (num_samples,
 batch_size, bootstrap on every round-0 image), the round-0 images the API trains on are
-bitwise those that the Runner's ``SampleRefreshHook`` writes to the bank.
+bitwise those that the Runner's ``SampleRefreshHook`` writes to the bank; and the loss
+terms of the Runner's first QAT step equal those of the API's Stage 2 loss
+(:func:`~maskaq_plugin.qat.classification_terms` on ``distill_losses_for('cls',
+'maskaq')``) on that step's batch, teacher and student.
 """
 import copy
 import os.path as osp
@@ -14,7 +17,9 @@ import torch
 
 import maskaq_plugin.api as api
 from maskaq_plugin import quantize_data_free
+from maskaq_plugin.models import MaskAQAlgorithm
 from maskaq_plugin.models.architecture import preprocessor_norm
+from maskaq_plugin.qat import QATDistiller, classification_terms, distill_losses_for
 from maskaq_plugin.synthesis.bank import SampleBank
 
 TESTS = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -75,13 +80,38 @@ def test_api_and_train_tool_synthesise_the_same_round0(tmp_path, monkeypatch):
     checkpoint = str(tmp_path / 'fp.pth')
     torch.save(dict(state_dict=fp.state_dict()), checkpoint)
 
-    # tools/train.py: round 0 in the bank (no refresh: interval=0)
+    # tools/train.py: round 0 in the bank (no refresh: interval=0); its first QAT step's
+    # batch, models (before the update) and RNG state are kept
+    first = {}
+    loss = MaskAQAlgorithm.loss
+
+    def recording_loss(self, inputs, data_samples=None):
+        if not first:
+            first.update(inputs=inputs.detach().clone(), rng=torch.get_rng_state(),
+                         teacher=copy.deepcopy(self.teacher), student=copy.deepcopy(self.student))
+        terms = loss(self, inputs, data_samples)
+        first.setdefault('terms', {k: v.detach().clone() for k, v in terms.items()})
+        return terms
+
+    monkeypatch.setattr(MaskAQAlgorithm, 'loss', recording_loss)
     work = tmp_path / 'work'
     load_tool('train').main([_config(tmp_path / 'cfg.py', arch, checkpoint, work),
                              '--device', 'cpu'])
     bank = SampleBank(str(work / 'sample_bank'))
     assert bank.rounds() == [0]
     runner_images = bank.load_round(0)['images']
+    monkeypatch.setattr(MaskAQAlgorithm, 'loss', loss)
+
+    # the API's Stage 2 loss on the Runner's first batch: the same terms
+    torch.set_rng_state(first['rng'])
+    api_terms = classification_terms(QATDistiller(distill_losses_for('cls', 'maskaq')),
+                                     first['teacher'], first['student'], first['inputs'])
+    assert set(first['terms']) == {f'distill.loss_{k}' for k in api_terms} == {
+        'distill.loss_task', 'distill.loss_mssim'}
+    for k, v in api_terms.items():
+        assert torch.isfinite(v) and v > 0
+        torch.testing.assert_close(v.detach(), first['terms'][f'distill.loss_{k}'],
+                                   rtol=0, atol=1e-6)
 
     # quantize_data_free on the same classifier: the images its QAT receives
     seen = []
