@@ -2,8 +2,10 @@
 
 Qian et al., "Selective Coupling of Decoupled Informative Regions: Masked Attention
 Alignment for Data-Free Quantization of Vision Transformers", ICML 2026. Stage 2 (QAT)
-runs here; Stage 1 (synthesis) runs in ``SampleRefreshHook`` through
-:meth:`MaskAQAlgorithm.build_synthesizer`.
+runs here, with the registry-built loss of :class:`~maskaq_plugin.qat.QATDistiller` that
+``quantize_data_free`` uses too; Stage 1 (synthesis) runs in
+:class:`~maskaq_plugin.synthesis.rounds.RoundService` (``SampleRefreshHook`` sequences
+it), which builds its synthesizers through :meth:`MaskAQAlgorithm.build_synthesizer`.
 
 MMEngine builds the optimizer right after the model, before any hook, so everything the
 optimizer trains exists when ``__init__`` returns: the student's NNCF quantizers are
