@@ -39,6 +39,9 @@ import time
 import numpy as np
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from maskaq_plugin.utils.device import add_device_argument, device_or_exit  # noqa: E402
+
 CONFIGS = [  # cheapest first
     'configs/mmseg/maskaq_segformer_mit-b0_ade20k-512x512_w4a8.py',
     'configs/mmpretrain/maskaq_deit-small_in1k_w4a4.py',
@@ -248,14 +251,16 @@ def smoke(config, args):
         dict(det=write_coco, seg=write_ade20k, cls=write_imagenet)[task](
             data_root, args.num_images)
     teacher = write_teacher(cfg, osp.join(work, 'teacher_random.pth'))
-    cmd = [sys.executable, 'tools/train.py', config, '--work-dir', work, '--device', 'cpu',
+    cmd = [sys.executable, 'tools/train.py', config, '--work-dir', work,
+           '--device', str(args.device),
            '--cfg-options', *smoke_options(task, data_root, teacher, args.batch_size,
                                            args.synthesis_iters)]
     print(f'[smoke] {name}\n$ {" ".join(cmd)}', flush=True)
     t0 = time.monotonic()
     log = osp.join(args.work_dir, name + '.log')
     rc, lines, rss, cpu = run_stamped(cmd, log, args.timeout)
-    row = dict(config=config, task=task, rc=rc, wall_s=time.monotonic() - t0, cpu_s=cpu,
+    row = dict(config=config, task=task, device=str(args.device), rc=rc,
+               wall_s=time.monotonic() - t0, cpu_s=cpu,
                peak_rss_mib=rss, **measure(lines, args.synthesis_iters, METRIC[task]))
     exports = [f for f in ('quantized_student.pth', 'backbone.onnx', 'backbone.xml')
                if osp.isfile(osp.join(work, f))]
@@ -326,11 +331,13 @@ def parse_args():
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument('--num-images', type=int, default=2)
     parser.add_argument('--timeout', type=float, default=3600, help='seconds per config')
+    add_device_argument(parser)
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    args.device = device_or_exit(args.device)
     args.work_dir = osp.abspath(osp.join(ROOT, args.work_dir))
     configs = [c for c in CONFIGS if args.configs is None
                or any(s in c for s in args.configs)]
