@@ -18,11 +18,14 @@ one quantizer per (operation, input port), and inserted as NNCF pre-hooks:
 Nothing else is quantized: LayerNorm, residual adds, softmax, GELU and Linear outputs
 stay in full precision except where they feed one of the operations above.
 """
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, List, Set, Tuple
+from typing import Dict, Iterator, List, Set, Tuple
 
+import nncf
 import nncf.torch.graph.operator_metatypes as om
 from nncf.common.graph import NNCFGraph, NNCFNode
+from torch import nn
 
 from .scheme import QuantScheme
 
@@ -132,7 +135,6 @@ def nncf_scope(model, path: str) -> str:
     their items appear: mmdet/mmseg Swin's ``stages.0.blocks.0.attn.w_msa`` is traced as
     ``attn/w_msa``. Several modules may share one scope.
     """
-    from torch import nn
     containers = (nn.ModuleList, nn.ModuleDict)
     parts, parent = [], model
     for name in path.split('.') if path else []:
@@ -143,47 +145,116 @@ def nncf_scope(model, path: str) -> str:
     return '.'.join(parts)
 
 
-def _in_scope(path: str, scope: str) -> bool:
-    """Whether an operation in NNCF scope ``scope`` runs inside module ``path``.
+def _runs_inside(path: str, op_path: str) -> bool:
+    """Whether an operation that ran in module ``op_path`` runs inside module ``path``.
 
-    NNCF names scopes after the modules *called* on the way (``module(...)``): a module
-    whose method is called directly (``vit.forward_features(x)``) and the containers it
-    calls are missing from the scope, so a tail of ``path`` is matched too.
+    Both are full dotted paths from ``named_modules()`` (``''``: the root), so the test
+    is a prefix on whole path segments: ``blocks.1`` holds ``blocks.1.attn`` but not
+    ``blocks.10.attn``, and ``backbone.layers.0.attn`` does not hold ``neck.0.attn``.
     """
-    if not path:
-        return True
-    parts = path.split('.')
-    return any(scope == tail or scope.startswith(tail + '.')
-               for tail in ('.'.join(parts[i:]) for i in range(len(parts))))
+    return not path or op_path == path or op_path.startswith(path + '.')
 
 
-def find_hidden_attention(model, graph: NNCFGraph) -> List[Tuple[str, str]]:
+@contextmanager
+def recording_op_modules(model: nn.Module) -> Iterator[Dict[str, str]]:
+    """Record the module that runs each operation while NNCF traces ``model``.
+
+    NNCF's operation names do not identify the module: a scope element is appended only
+    when the called module is a direct child of the module called before it, so items of
+    a ``ModuleList``/``Sequential`` iterated in ``forward`` and modules whose method is
+    called directly (``backbone.forward(x)``) lose their segments, index included; both
+    blocks of an mmpretrain ``ImageClassifier``'s ``backbone.layers`` run their matmuls
+    as ``backbone/attn/matmul/0`` .. ``/3``. NNCF names each operation from its stack of
+    called module objects (``FunctionHookMode.module_call_stack``); this context wraps
+    ``FunctionHookMode.get_next_op_call_name`` to record, next to each name, the full path
+    of the innermost module on that stack (nncf 3.4 internals, restored on exit). Only
+    modules called as ``module(...)`` are on the stack: the operations of a method called
+    directly are recorded for the module that called it.
+
+    Args:
+        model (nn.Module): The (NNCF-wrapped) model about to be traced.
+
+    Yields:
+        dict[str, str]: Filled during the trace: NNCF operation name → dotted path of the
+        module that ran it (``''``: the root). Only traces of ``model`` itself are recorded.
+    """
+    from nncf.torch.function_hook.hook_executor_mode import FunctionHookMode
+    paths = {id(module): name for name, module in model.named_modules()}
+    recorded: Dict[str, str] = {}
+    original = FunctionHookMode.get_next_op_call_name
+
+    def get_next_op_call_name(mode, fn_name):
+        op = original(mode, fn_name)
+        if getattr(mode, 'model', None) is model:
+            # unregistered modules are not pushed by NNCF; skip any other unknown entry
+            for module in reversed(getattr(mode, 'module_call_stack', [])):
+                if id(module) in paths:
+                    recorded[op] = paths[id(module)]
+                    break
+        return op
+
+    FunctionHookMode.get_next_op_call_name = get_next_op_call_name
+    try:
+        yield recorded
+    finally:
+        FunctionHookMode.get_next_op_call_name = original
+
+
+def find_hidden_attention(model: nn.Module, graph: NNCFGraph,
+                          op_modules: Dict[str, str]) -> List[Tuple[str, str]]:
     """Attention modules whose two matmuls NNCF cannot see, as ``(path, class name)``.
 
-    Flags every scope that runs a fused attention kernel, and every module whose class
+    Flags every module that runs a fused attention kernel, and every module whose class
     name ends in ``Attention``/``MSA`` and that has ``num_heads`` but runs fewer than two
-    matmuls between activations (e.g. a fused or einsum-based forward).
+    matmuls between activations (e.g. a fused or einsum-based forward). Operations are
+    attributed to modules by ``op_modules``, not by NNCF's scopes, which drop the
+    segments of uncalled containers (see :func:`recording_op_modules`).
+
+    Args:
+        model (nn.Module): The model ``graph`` was traced from.
+        graph (NNCFGraph): NNCF's graph of ``model``.
+        op_modules (dict[str, str]): NNCF operation name → path of the module that ran it,
+            recorded during the same trace (:func:`recording_op_modules`, or
+            ``maskaq_plugin.quant.quantize.trace_graph(..., op_modules={})``).
+
+    Returns:
+        list[tuple[str, str]]: Sorted ``(module path, class name)`` pairs.
+
+    Raises:
+        ValueError: An operation of ``graph`` has no recorded module (``op_modules`` comes
+            from another trace, or NNCF's naming internals changed).
     """
     modules = dict(model.named_modules())
+
+    def module_of(node: NNCFNode) -> str:
+        path = op_modules.get(node.node_name)
+        if path is None:
+            raise ValueError(
+                f'no module recorded for NNCF operation {node.node_name!r}: pass the '
+                'op_modules recorded while tracing this graph (trace_graph(model, x, '
+                'op_modules={}) or recording_op_modules(model)); if it was, NNCF '
+                f'{nncf.__version__} no longer names operations through '
+                'FunctionHookMode.get_next_op_call_name (requirements pin nncf==3.4.0)')
+        return path
+
     hidden = {}
     for node in graph.get_all_nodes():
         if node.node_type in FUSED_ATTENTION_OPS:
-            scope = op_module_path(node.node_name)
-            module = modules.get(scope)
-            hidden[scope] = type(module).__name__ if module is not None else node.node_type
+            path = module_of(node)
+            hidden[path] = type(modules[path]).__name__ if path in modules else node.node_type
     const = om.PTConstNoopMetatype
-    act_matmul_scopes = []
+    act_matmul_paths = []
     for node in graph.get_all_nodes():
         if node.metatype in MATMUL_OPS:
             edges = _input_edges(graph, node)
             if all(edges[p].from_node.metatype is not const
                    for p in MATMUL_OPS[node.metatype] if p in edges):
-                act_matmul_scopes.append(op_module_path(node.node_name))
+                act_matmul_paths.append(module_of(node))
     for path, module in modules.items():
         name = type(module).__name__
         if not (name.endswith(('Attention', 'MSA')) and hasattr(module, 'num_heads')):
             continue
-        inside = sum(1 for scope in act_matmul_scopes if _in_scope(path, scope))
+        inside = sum(1 for op_path in act_matmul_paths if _runs_inside(path, op_path))
         if inside < 2:
             hidden.setdefault(path, name)
     return sorted(hidden.items())

@@ -13,7 +13,7 @@ weights. NNCF's hook storage, quantizer base class, ``get_config``/``load_from_c
 and export are used unchanged (recipe ``'nncf'``: its quantizers and QAT gradients too).
 """
 import copy
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Dict, Iterable, Optional, Union
 
 import torch
 from nncf.common.quantization.structs import QuantizationScheme
@@ -27,7 +27,8 @@ from .calibrate import DEFAULT_SUBSET_SIZE, calibrate_ranges_
 from .extension import ensure_cpu_extension
 from .inspect import wrapped_submodules
 from .lsq import LSQActivationQuantizer, MinMaxWeightQuantizer
-from .placement import WEIGHT, QuantPoint, find_hidden_attention, plan_quantizers
+from .placement import (WEIGHT, QuantPoint, find_hidden_attention, plan_quantizers,
+                        recording_op_modules)
 from .preflight import (InputSizeError, ModuleStack, NothingToQuantizeError,  # noqa: F401
                         QuantizationTraceError, check_quantizes_something, check_runs_on)
 from .scheme import QuantScheme
@@ -68,8 +69,16 @@ def make_quantizer(point: QuantPoint, scheme: QuantScheme) -> nn.Module:
     return SymmetricQuantizer(spec) if symmetric else AsymmetricQuantizer(spec)
 
 
-def trace_graph(qmodel: nn.Module, example_input: Any):
+def trace_graph(qmodel: nn.Module, example_input: Any,
+                op_modules: Optional[Dict[str, str]] = None):
     """NNCF graph of a wrapped model; on failure, name the module that failed and the fix.
+
+    Args:
+        qmodel (nn.Module): NNCF-wrapped model.
+        example_input: One input of ``qmodel``.
+        op_modules (dict, optional): When given, filled with NNCF operation name → dotted
+            path of the module that ran it (:func:`.placement.recording_op_modules`;
+            NNCF's own names drop the segments of uncalled containers). Defaults to None.
 
     Raises:
         QuantizationTraceError: The forward failed while NNCF traced it.
@@ -79,7 +88,12 @@ def trace_graph(qmodel: nn.Module, example_input: Any):
         was_training = qmodel.training
         qmodel.eval()
         try:
-            return build_nncf_graph(qmodel, example_input)
+            if op_modules is None:
+                return build_nncf_graph(qmodel, example_input)
+            with recording_op_modules(qmodel) as recorded:
+                graph = build_nncf_graph(qmodel, example_input)
+            op_modules.update(recorded)
+            return graph
         finally:
             qmodel.train(was_training)
     except Exception as err:
@@ -132,9 +146,10 @@ def quantize_model(model: nn.Module, scheme: QuantScheme, example_input: Any, *,
     check_runs_on(model, example_input)  # before NNCF: a bad input size fails here
     ensure_cpu_extension()
     qmodel = wrap_model(copy.deepcopy(model))
-    graph = trace_graph(qmodel, example_input)
+    op_modules: Dict[str, str] = {}
+    graph = trace_graph(qmodel, example_input, op_modules)
     if scheme.quantize_attention_matmuls:
-        hidden = find_hidden_attention(qmodel, graph)
+        hidden = find_hidden_attention(qmodel, graph, op_modules)
         if hidden:
             names = ', '.join(f'{p or "<root>"} ({c})' for p, c in hidden)
             raise QuantizationTraceError(

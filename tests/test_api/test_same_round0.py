@@ -1,10 +1,11 @@
 """One Stage 1: ``quantize_data_free`` and ``tools/train.py`` synthesise the same round 0.
 
 Both entry points run :class:`~maskaq_plugin.synthesis.rounds.RoundService`: on the same
-FP classifier (a tiny mmpretrain ViT), seed and split of the round (num_samples,
-batch_size, bootstrap on every round-0 image), the round-0 images the API trains on are
-bitwise those that the Runner's ``SampleRefreshHook`` writes to the bank; and the loss
-terms of the Runner's first QAT step equal those of the API's Stage 2 loss
+FP classifier (a tiny mmpretrain ViT ``ImageClassifier``, handed whole to the API), seed
+and split of the round (num_samples, batch_size, bootstrap on every round-0 image), the
+round-0 images the API trains on are bitwise those that the Runner's
+``SampleRefreshHook`` writes to the bank; and the loss terms of the Runner's first QAT
+step equal those of the API's Stage 2 loss
 (:func:`~maskaq_plugin.qat.classification_terms` on ``distill_losses_for('cls',
 'maskaq')``) on that step's batch, teacher and student.
 """
@@ -31,25 +32,6 @@ from tools_loader import load_tool  # noqa: E402
 pytest.importorskip('mmpretrain')
 
 SEED, NUM, BATCH, ITERS, IMG = 3, 4, 2, 2, (3, 64, 64)
-
-
-class _Logits(torch.nn.Module):
-    """The classifier's ``mode='tensor'`` forward (backbone, head: the same modules and
-    ops), with the backbone's forward called as a method.
-
-    ``quantize_data_free`` cannot quantize a whole mmpretrain ``ImageClassifier``: NNCF's
-    scopes drop the backbone's ``layers.<i>``, and the attention preflight
-    (``maskaq_plugin.quant.placement.find_hidden_attention``) then finds no matmul in
-    ``backbone.layers.<i>.attn``. Called as a method, the backbone is not a scope, and
-    its attention scopes (``attn``) match as they do when the backbone alone is quantized.
-    """
-
-    def __init__(self, classifier):
-        super().__init__()
-        self.backbone, self.head = classifier.backbone, classifier.head
-
-    def forward(self, x):
-        return self.head(self.backbone.forward(x))
 
 
 def _config(path, arch, checkpoint, work_dir):
@@ -118,7 +100,7 @@ def test_api_and_train_tool_synthesise_the_same_round0(tmp_path, monkeypatch):
     monkeypatch.setattr(api, 'run_classification_qat',
                         lambda teacher, student, images, **kw: seen.append(images))
     norm = preprocessor_norm(fp.data_preprocessor)  # as the algorithm reads it
-    quantize_data_free(_Logits(fp), input_size=IMG, num_classes=5, w_bits=4, a_bits=8,
+    quantize_data_free(fp, input_size=IMG, num_classes=5, w_bits=4, a_bits=8,
                        mean=[m / 255.0 for m in norm['mean']],
                        std=[s / 255.0 for s in norm['std']], num_samples=NUM,
                        synthesis_iters=ITERS, batch_size=BATCH, epochs=1, seed=SEED,

@@ -4,15 +4,27 @@ Every Linear/Conv input (except the image input of the patch embedding) and weig
 both operands of both attention matmuls, are quantized; LayerNorm weights, residual adds,
 softmax, GELU and Linear outputs are not. Q with its quantizers disabled is F exactly.
 """
+import copy
+import os.path as osp
+import sys
+
 import nncf
 import pytest
 import torch
+import torch.nn.functional as F
 from quant_models import TinyMHA, images, tiny_swin, tiny_vit
+from nncf.torch.function_hook import wrap_model
 from nncf.torch.function_hook.wrapper import get_hook_storage
+from torch import nn
 
 from maskaq_plugin.attention import make_attention_explicit
 from maskaq_plugin.quant import (QuantizationTraceError, QuantScheme, quantize_model,
                                  quantizer_info, quantizers_disabled)
+from maskaq_plugin.quant.placement import _runs_inside, find_hidden_attention
+from maskaq_plugin.quant.quantize import trace_graph
+
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'test_models'))
+import tiny_archs  # noqa: E402
 
 
 def _sites(q):
@@ -161,3 +173,154 @@ def test_mmdet_swin_backbone_placement_and_round_trip():
         restored = load_quantized(build(), save_quantized(q), x)
         restored.eval()
         assert all(torch.equal(a, b) for a, b in zip(restored(x), ref))
+
+
+# Whole classifiers: NNCF's scopes drop the segments of containers that are never called
+# (a ModuleList iterated in forward): both blocks of mmpretrain's ``backbone.layers`` run
+# their matmuls as ``backbone/attn/matmul/0..3``. The preflight attributes each operation
+# to the module that ran it, recorded during the trace, not to NNCF's scope.
+
+def _trace(model, x):
+    """(wrapped copy, NNCF graph, op name -> module path) of ``model`` on ``x``."""
+    qmodel, op_modules = wrap_model(copy.deepcopy(model)), {}
+    return qmodel, trace_graph(qmodel, x, op_modules), op_modules
+
+
+def _tiny_mmpretrain_classifier():
+    pytest.importorskip('mmpretrain')
+    from mmengine.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_archs.deit_tiny_cls()).eval()
+    make_attention_explicit(model)
+    return model
+
+
+class ToyAttention(nn.Module):
+    """Multi-head attention: two explicit matmuls, or hidden in SDPA or einsum."""
+
+    def __init__(self, dim=16, num_heads=2, kind='matmul'):
+        super().__init__()
+        self.num_heads, self.kind = num_heads, kind
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        if self.kind == 'sdpa':
+            out = F.scaled_dot_product_attention(q, k, v)
+        elif self.kind == 'einsum':
+            attn = torch.einsum('bhnd,bhmd->bhnm', q, k).softmax(-1)
+            out = torch.einsum('bhnm,bhmd->bhnd', attn, v)
+        else:
+            out = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class ToyBlock(nn.Module):
+    def __init__(self, kind='matmul'):
+        super().__init__()
+        self.norm, self.attn = nn.LayerNorm(16), ToyAttention(kind=kind)
+
+    def forward(self, x):
+        return x + self.attn(self.norm(x))
+
+
+class ToyBackbone(nn.Module):
+    """Two ModuleLists with the same child names, iterated in forward (never called)."""
+
+    def __init__(self, enc=('matmul', 'matmul'), dec=('matmul', 'matmul')):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, 16, 8, 8)
+        self.enc = nn.ModuleList(ToyBlock(k) for k in enc)
+        self.dec = nn.ModuleList(ToyBlock(k) for k in dec)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        for block in (*self.enc, *self.dec):
+            x = block(x)
+        return x
+
+
+class ToyClassifier(nn.Module):
+    def __init__(self, **kinds):
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone, self.head = ToyBackbone(**kinds), nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.head(self.backbone(x).mean(1))
+
+
+def test_matching_is_by_whole_path_segments():
+    """What a tail match of NNCF's scopes confuses, the module paths keep apart."""
+    assert _runs_inside('backbone.layers.1.attn', 'backbone.layers.1.attn')
+    assert _runs_inside('backbone.layers.1', 'backbone.layers.1.attn.qkv')
+    assert _runs_inside('', 'head')  # the root holds everything
+    assert not _runs_inside('backbone.layers.1.attn', 'backbone.layers.10.attn')
+    assert not _runs_inside('backbone.layers.1', 'backbone.layers.10.attn')
+    assert not _runs_inside('backbone.layers.0.attn', 'neck.0.attn')  # same tail '0.attn'
+    # a root-level container's '0.attn' (or a root 'attn') is another module, not a tail
+    assert not _runs_inside('backbone.layers.0.attn', '0.attn')
+    assert not _runs_inside('backbone.layers.0.attn', 'attn.qkv')
+    assert not _runs_inside('enc.0.attn', 'dec.0.attn')  # same child names
+    assert not _runs_inside('backbone.layers.0.attn', 'backbone.layers.0')  # the parent
+
+
+def test_whole_mmpretrain_classifier_hides_no_attention():
+    model = _tiny_mmpretrain_classifier()
+    qmodel, graph, op_modules = _trace(model, torch.randn(2, 3, 64, 64))
+    matmuls = {op: path for op, path in op_modules.items() if '/matmul/' in op}
+    # measured: NNCF drops backbone.layers.<i>; the recorded modules keep it
+    assert matmuls == {'backbone/attn/matmul/0': 'backbone.layers.0.attn',
+                       'backbone/attn/matmul/1': 'backbone.layers.0.attn',
+                       'backbone/attn/matmul/2': 'backbone.layers.1.attn',
+                       'backbone/attn/matmul/3': 'backbone.layers.1.attn'}
+    assert find_hidden_attention(qmodel, graph, op_modules) == []
+
+
+def test_whole_mmpretrain_classifier_with_a_fused_attention_is_refused():
+    model = _tiny_mmpretrain_classifier()
+    del model.backbone.layers[1].attn.forward  # back to mmpretrain's own (fused) forward
+    qmodel, graph, op_modules = _trace(model, torch.randn(2, 3, 64, 64))
+    assert find_hidden_attention(qmodel, graph, op_modules) == [
+        ('backbone.layers.1.attn', 'MultiheadAttention')]
+
+
+@pytest.mark.parametrize('kind', ['sdpa', 'einsum'])
+def test_hidden_attention_is_found_in_a_module_list_of_a_classifier(kind):
+    x = images(2)
+    qmodel, graph, op_modules = _trace(ToyClassifier(), x)
+    assert find_hidden_attention(qmodel, graph, op_modules) == []
+    # the hidden one sits in 'dec', after three explicit attentions with the same scope
+    # ('backbone/attn') and the same child names ('0.attn', '1.attn') in 'enc'
+    qmodel, graph, op_modules = _trace(ToyClassifier(dec=('matmul', kind)), x)
+    assert {op_modules[op] for op in op_modules if '/matmul/' in op} == {
+        'backbone.enc.0.attn', 'backbone.enc.1.attn', 'backbone.dec.0.attn'}
+    assert find_hidden_attention(qmodel, graph, op_modules) == [
+        ('backbone.dec.1.attn', 'ToyAttention')]
+    with pytest.raises(QuantizationTraceError, match=r'backbone\.dec\.1\.attn \(ToyAttention\)'):
+        quantize_model(ToyClassifier(dec=('matmul', kind)), QuantScheme(), x)
+
+
+def test_hidden_attention_needs_the_recorded_modules():
+    from nncf.torch.function_hook.hook_executor_mode import FunctionHookMode
+    naming = FunctionHookMode.get_next_op_call_name
+    qmodel, graph, _ = _trace(ToyClassifier(), images(2))
+    assert FunctionHookMode.get_next_op_call_name is naming  # NNCF restored after a trace
+    with pytest.raises(ValueError, match=r"'backbone/attn/matmul/0'.*op_modules"):
+        find_hidden_attention(qmodel, graph, {})
+
+
+def test_quantize_data_free_takes_a_whole_mmpretrain_classifier():
+    from maskaq_plugin import quantize_data_free
+    model = _tiny_mmpretrain_classifier()
+    student = quantize_data_free(
+        model, input_size=(3, 64, 64), num_classes=tiny_archs.CLS_CLASSES, w_bits=4, a_bits=8,
+        mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], method='noise',
+        num_samples=4, synthesis_iters=1, batch_size=2, epochs=1, seed=0, progress=False)
+    sites = _sites(student)
+    # both attention matmuls (q @ kᵀ, attn @ v) of both blocks, both operands, 8 bits
+    matmuls = {(op, port): kind for (op, port), kind in sites.items() if '/matmul/' in op}
+    assert matmuls == {(f'backbone/attn/matmul/{m}', p): 'activation'
+                       for m in range(4) for p in (0, 1)}
+    assert {i.num_bits for i in quantizer_info(student) if i.op_type == 'matmul'} == {8}
