@@ -117,3 +117,37 @@ def test_hook_validates_its_arguments():
         MaskAQExportHook(formats=('onnx', 'tflite'))
     with pytest.raises(TypeError, match='MaskAQAlgorithm'):
         MaskAQExportHook().after_train(_runner(torch.nn.Linear(1, 1), '/tmp'))
+
+
+def test_noise_floor_acceptance_goes_to_the_runner_log(tmp_path, monkeypatch):
+    """The export check's noise-floor warning reaches the MMEngine log (the run's log
+    file), other warnings stay Python warnings."""
+    import logging
+    import warnings
+
+    import maskaq_plugin.quant as quant
+    calls = []
+
+    def fake_export_openvino(module, example, path, **kwargs):
+        calls.append(path)
+        warnings.warn('OpenVINO IR x.xml: relative L2 error 0.08 > 0.05; accepted',
+                      RuntimeWarning)
+        warnings.warn('something else', UserWarning)
+
+    monkeypatch.setattr(quant, 'export_openvino', fake_export_openvino)
+    algo = _algo(tiny_archs.deit_tiny_cls)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        with pytest.warns(UserWarning, match='something else') as caught:
+            MaskAQExportHook(formats=('openvino', ), full_model=False).after_train(
+                _runner(algo, tmp_path))
+    finally:
+        logger.removeHandler(handler)
+    assert len(calls) == 1
+    assert not [w for w in caught if 'OpenVINO IR' in str(w.message)]
+    logged = [r for r in records if 'relative L2 error 0.08' in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.WARNING
