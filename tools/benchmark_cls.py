@@ -92,6 +92,9 @@ def parse_args():
     parser.add_argument('--w-high', type=float, default=None,
                         help='override the L_mssim weight of the important tokens (1: '
                         'unmasked)')
+    parser.add_argument('--top-ratio', type=float, default=None,
+                        help='override the fraction of tokens that L_mssim weights w_high '
+                        '(default 0.1: the top 10 %%)')
     parser.add_argument('--ablations', nargs='*', default=[], choices=list(ABLATIONS),
                         help='extra MaskAQ rows: ' + ', '.join(
                             f'{k} ({v[0]})' for k, v in ABLATIONS.items()))
@@ -191,7 +194,8 @@ def main():
         return
     # 3. every bit-width x method (and ablation) x seed, same budget
     qat_loss = {k: v for k, v in (('mssim_weight', args.mssim_weight),
-                                  ('w_high', args.w_high)) if v is not None}
+                                  ('w_high', args.w_high),
+                                  ('top_ratio', args.top_ratio)) if v is not None}
     rows = [(m, m, {}) for m in args.methods] + [
         (f'maskaq:{a}', ABLATIONS[a][0], ABLATIONS[a][1]) for a in args.ablations]
     results, ptq, real, start_all = {}, {}, {}, time.time()
