@@ -127,24 +127,6 @@ def plan_quantizers(graph: NNCFGraph, scheme: QuantScheme) -> List[QuantPoint]:
     return points
 
 
-def nncf_scope(model, path: str) -> str:
-    """The scope NNCF gives module ``path`` in operation names, ``'.'``-separated.
-
-    NNCF names a module relative to the module that *called* it; containers that are
-    never called (``ModuleList``, ``ModuleDict``) break the chain, so neither they nor
-    their items appear: mmdet/mmseg Swin's ``stages.0.blocks.0.attn.w_msa`` is traced as
-    ``attn/w_msa``. Several modules may share one scope.
-    """
-    containers = (nn.ModuleList, nn.ModuleDict)
-    parts, parent = [], model
-    for name in path.split('.') if path else []:
-        child = parent[int(name)] if isinstance(parent, nn.ModuleList) else getattr(parent, name)
-        if not isinstance(parent, containers) and not isinstance(child, containers):
-            parts.append(name)
-        parent = child
-    return '.'.join(parts)
-
-
 def _runs_inside(path: str, op_path: str) -> bool:
     """Whether an operation that ran in module ``op_path`` runs inside module ``path``.
 
